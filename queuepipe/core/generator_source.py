@@ -1,0 +1,134 @@
+"""Where samples come from when the user hands us a Python generator.
+
+Two forms: a *callable* returning an iterator (called once per worker and per epoch,
+so every worker runs its own instance), or an *iterator object* shared by all workers
+behind a lock (never stepped by two workers at once: only conversion and enqueueing
+overlap with training then).
+"""
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from typing import Any, Callable, Iterator, List, Optional
+
+import numpy as np
+
+from .spec import Spec
+
+
+class SharedIterator:
+    """One iterator stepped by many workers, one ``next`` at a time."""
+
+    def __init__(self, iterator: Iterator[Any]):
+        self._it = iterator
+        self._lock = threading.Lock()
+        self._exhausted = False
+
+    def take(self, max_items: int, time_budget: float) -> List[Any]:
+        """Up to ``max_items`` items (fewer at the end or when time runs out)."""
+        items: List[Any] = []
+        with self._lock:
+            started = time.monotonic()
+            while not self._exhausted and len(items) < max_items:
+                try:
+                    items.append(next(self._it))
+                except StopIteration:
+                    self._exhausted = True
+                    break
+                if time.monotonic() - started > time_budget:
+                    break
+        return items
+
+    @property
+    def exhausted(self) -> bool:
+        return self._exhausted
+
+
+class GeneratorSource:
+    """Column chunks from the user's generator for one worker, epoch after epoch.
+
+    ``yields`` is ``"samples"`` (each item one sample) or ``"blocks"`` (each item a
+    structure of arrays with a leading row dimension -- the fast path).
+    ``num_epochs`` None repeats forever (a callable is called again per epoch).
+    """
+
+    def __init__(self, generator: Any, spec: Spec, *, yields: str = "samples",
+                 num_epochs: Optional[int] = 1, chunk_rows: int = 128, time_budget: float = 0.05):
+        if yields not in ("samples", "blocks"):
+            raise ValueError(f"yields must be 'samples' or 'blocks', got {yields!r}")
+        self.spec = spec
+        self.yields = yields
+        self.num_epochs = num_epochs
+        self.chunk_rows = chunk_rows
+        self.time_budget = time_budget
+        if callable(generator) and not hasattr(generator, "__next__"):
+            self.factory: Optional[Callable[[], Any]] = generator
+            self.shared: Optional[SharedIterator] = None
+        elif hasattr(generator, "__next__"):
+            self.factory = None
+            self.shared = SharedIterator(generator)
+        else:
+            raise TypeError("generator must be a callable returning an iterator (e.g. obj.generate_data) "
+                            f"or an iterator object, got {type(generator).__name__}")
+
+    def for_spec(self, spec: Spec) -> "GeneratorSource":
+        """The same source converting against ``spec`` (each worker has its own copy)."""
+        clone = copy.copy(self)
+        clone.spec = spec
+        return clone
+
+    def chunks(self, where: str, on_epoch: Callable[[int], None]) -> Iterator[List[np.ndarray]]:
+        """Column chunks for one worker; ``where`` names the worker in error messages."""
+        if self.shared is not None:
+            yield from self._shared_chunks(where)
+            return
+        epoch = 0
+        while self.num_epochs is None or epoch < self.num_epochs:
+            on_epoch(epoch)
+            iterator = iter(self.factory())
+            try:
+                yield from self._iterator_chunks(iterator, f"{where}, epoch {epoch}")
+            finally:
+                close = getattr(iterator, "close", None)
+                if close is not None:
+                    close()
+            epoch += 1
+
+    def _iterator_chunks(self, iterator: Iterator[Any], where: str) -> Iterator[List[np.ndarray]]:
+        spec = self.spec
+        if self.yields == "blocks":
+            for i, block in enumerate(iterator):
+                cols = spec.columns_from_block(block, f"{where}, block {i}")
+                spec.lock_shapes(cols)
+                yield cols
+            return
+        count = 0
+        exhausted = False
+        while not exhausted:
+            items: List[Any] = []
+            started = time.monotonic()
+            for item in iterator:
+                items.append(item)
+                if len(items) >= self.chunk_rows or time.monotonic() - started > self.time_budget:
+                    break
+            else:
+                exhausted = True
+            if items:
+                cols = spec.columns_from_samples(items, f"{where}, items {count}..{count + len(items) - 1}")
+                spec.lock_shapes(cols)
+                count += len(items)
+                yield cols
+
+    def _shared_chunks(self, where: str) -> Iterator[List[np.ndarray]]:
+        spec = self.spec
+        while True:
+            items = self.shared.take(1 if self.yields == "blocks" else self.chunk_rows, self.time_budget)
+            if not items:
+                return
+            if self.yields == "blocks":
+                cols = spec.columns_from_block(items[0], f"{where}, shared iterator block")
+            else:
+                cols = spec.columns_from_samples(items, f"{where}, shared iterator")
+            spec.lock_shapes(cols)
+            yield cols

@@ -1,0 +1,180 @@
+"""The running state of one pipeline: its workers, the end-of-data merge, and failures.
+
+The TF layer calls :meth:`PipelineRuntime.pull` from one enqueue op per worker.  A
+*run* starts when the queue runners start for a session and ends when they have all
+stopped; each run calls the user's generators afresh.  This module knows nothing about
+TensorFlow or about how a worker is hosted (thread or child process): a backend
+factory provides objects with ``next_block()`` and ``close()``.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, List, Optional, Protocol
+
+import numpy as np
+
+from .batching import Block, assemble
+from .errors import WorkerFailure
+from .spec import Spec
+from .worker import EndOfStream, WorkerFailed
+
+log = logging.getLogger("queuepipe")
+
+
+class WorkerBackend(Protocol):
+    def next_block(self) -> Block: ...          # raises EndOfStream / WorkerFailed
+    def interrupt(self) -> None: ...            # wake a blocked next_block (process backends)
+    def close(self) -> None: ...
+
+
+class TailMerger:
+    """Collects every worker's leftover rows; the last worker to finish delivers them.
+
+    So only the very last batch of a run can be smaller than ``batch_size`` (and only
+    with ``allow_smaller_final_batch``); no sample is lost to per-worker remainders.
+    """
+
+    def __init__(self, spec: Spec, n_workers: int, batch_size: int, allow_smaller: bool):
+        self.spec = spec
+        self.remaining = n_workers
+        self.batch_size = batch_size
+        self.allow_smaller = allow_smaller
+        self.tails: List[List[np.ndarray]] = []
+        self.dropped_rows = 0
+        self._lock = threading.Lock()
+
+    def add(self, tail: Block) -> List[Block]:
+        with self._lock:
+            if tail.n_rows:
+                self.tails.append(tail.columns)
+            self.remaining -= 1
+            if self.remaining > 0 or not self.tails:
+                return []
+            columns = [np.concatenate(parts) for parts in zip(*self.tails)]
+            self.tails = []
+        blocks = assemble(self.spec, columns, self.batch_size)
+        if blocks and blocks[-1].n_rows < self.batch_size and not self.allow_smaller:
+            self.dropped_rows = blocks.pop().n_rows
+            log.info("queuepipe: %d final rows dropped (fewer than batch_size=%d; "
+                     "pass allow_smaller_final_batch=True to get them)", self.dropped_rows, self.batch_size)
+        return blocks
+
+
+class _Run:
+    """State of one run: fresh workers, their pending blocks, the merger."""
+
+    def __init__(self, backends: List[WorkerBackend], merger: TailMerger):
+        self.backends = backends
+        self.pending: List[List[Block]] = [[] for _ in backends]
+        self.merger = merger
+        self.finished = [False] * len(backends)
+        self.stopping = False
+
+
+class PipelineRuntime:
+    """Everything the enqueue ops of one pipeline share."""
+
+    def __init__(self, spec: Spec, n_workers: int, batch_size: int, allow_smaller: bool,
+                 make_backend: Callable[[int], WorkerBackend], mode: str):
+        self.spec = spec
+        self.n_workers = n_workers
+        self.batch_size = batch_size
+        self.allow_smaller = allow_smaller
+        self.mode = mode
+        self._make_backend = make_backend
+        self._lock = threading.Lock()
+        self._run: Optional[_Run] = None
+        self._worker_locks = [threading.Lock() for _ in range(n_workers)]
+        self.failure: Optional[WorkerFailure] = None
+        self.runs_started = 0
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start_run(self) -> None:
+        """Begin a new run (new generator instances / child processes)."""
+        self.end_run()
+        with self._lock:
+            self.failure = None
+            backends = []
+            try:
+                for i in range(self.n_workers):
+                    backends.append(self._make_backend(i))
+            except BaseException:
+                for b in backends:
+                    b.close()
+                raise
+            self._run = _Run(backends, TailMerger(self.spec, self.n_workers, self.batch_size,
+                                                  self.allow_smaller))
+            self.runs_started += 1
+
+    def interrupt(self) -> None:
+        """Make every pull return promptly (end of data) -- used when stopping."""
+        run = self._run
+        if run is not None:
+            run.stopping = True
+            for b in run.backends:
+                b.interrupt()
+
+    def end_run(self) -> None:
+        """Stop and release the current run's workers (closes generators, ends children)."""
+        with self._lock:
+            run, self._run = self._run, None
+        if run is None:
+            return
+        run.stopping = True
+        for b in run.backends:
+            b.interrupt()
+        for i, b in enumerate(run.backends):
+            with self._worker_locks[i]:  # never close a generator another thread is stepping
+                b.close()
+
+    @property
+    def active(self) -> bool:
+        return self._run is not None
+
+    # -- data --------------------------------------------------------------------------
+    def pull(self, index: int) -> Block:
+        """Next block for worker ``index``'s enqueue op.
+
+        Raises StopIteration (TF: OutOfRangeError, this enqueue op is done) at the end
+        of the worker's data or when stopping; returns a poison block carrying the
+        error when the worker fails.
+        """
+        with self._worker_locks[index]:
+            run = self._run
+            if run is None:
+                if self.runs_started == 0:
+                    self.start_run()  # enqueue op run by hand, without a queue runner
+                    run = self._run
+                else:
+                    raise StopIteration
+            if run.pending[index]:
+                return run.pending[index].pop(0)
+            if run.stopping or run.finished[index] or self.failure is not None:
+                raise StopIteration
+            while True:
+                try:
+                    block = run.backends[index].next_block()
+                except EndOfStream:
+                    run.finished[index] = True
+                    raise StopIteration from None
+                except WorkerFailed as failed:
+                    run.finished[index] = True
+                    with self._lock:
+                        if self.failure is None:
+                            self.failure = failed.failure
+                    log.error("queuepipe: %s\n%s", failed.failure.summary(), failed.failure.traceback_text)
+                    return self.poison(failed.failure)
+                if not block.tail:
+                    return block
+                run.pending[index].extend(run.merger.add(block))
+                if run.pending[index]:
+                    return run.pending[index].pop(0)
+
+    def poison(self, failure: WorkerFailure) -> Block:
+        """A one-batch block whose error field makes the graph raise ``failure``."""
+        columns = []
+        for f in self.spec.fields:
+            shape = (self.batch_size,) + tuple(0 if d is None else d for d in (f.shape or ()))
+            columns.append(np.full(shape, b"", dtype=object) if f.is_string else np.zeros(shape, f.dtype))
+        return Block(columns, self.batch_size, 1, error=failure.summary())

@@ -1,0 +1,64 @@
+"""Who am I? -- the per-worker identity a user generator can ask for.
+
+A worker is a thread or a child process that runs one instance of the user's
+generator (or one HDF5 reader).  ``worker_info()`` lets that code take its own
+shard of a finite dataset and seed its own random stream.
+"""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """Identity of the worker running the current code.
+
+    index: 0-based worker number; count: number of workers of the pipeline;
+    seed: a per-worker seed derived from the pipeline's seed (distinct per worker
+    and per epoch-independent), so random generators do not produce identical
+    streams; mode: "thread" or "process"; epoch: the 0-based epoch being produced.
+    """
+
+    index: int
+    count: int
+    seed: int
+    mode: str = "thread"
+    epoch: int = 0
+
+
+_local = threading.local()
+_process_info: Optional[WorkerInfo] = None
+
+
+def worker_info() -> Optional[WorkerInfo]:
+    """Return the current worker's :class:`WorkerInfo`, or ``None`` outside a worker."""
+    info = getattr(_local, "info", None)
+    return info if info is not None else _process_info
+
+
+@contextmanager
+def acting_as(info: WorkerInfo) -> Iterator[None]:
+    """Make ``worker_info()`` return ``info`` in this thread while user code runs."""
+    previous = getattr(_local, "info", None)
+    _local.info = info
+    try:
+        yield
+    finally:
+        _local.info = previous
+
+
+def set_process_worker(info: Optional[WorkerInfo]) -> None:
+    """Declare this whole process to be a worker (used by child processes)."""
+    global _process_info
+    _process_info = info
+
+
+def derive_seed(base_seed: Optional[int], worker_index: int, salt: int = 0) -> int:
+    """A 63-bit seed for one worker, stable for a given pipeline seed."""
+    import numpy as np
+
+    entropy = [int(base_seed) if base_seed is not None else 0x5EED, worker_index, salt]
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)

@@ -1,0 +1,1 @@
+"""The thin TensorFlow layer: py_func readers, queues, queue runners, staging."""

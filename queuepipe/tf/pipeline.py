@@ -1,0 +1,165 @@
+"""Wire a pipeline into the graph: per-worker ``py_func`` pulls, one queue of batches, a gate.
+
+Each worker has one enqueue op: a ``py_func`` that pulls the worker's next block of
+whole batches and an ``enqueue_many`` that splits it into batch elements of a
+``FIFOQueue``.  The dequeued batch passes a gate: every element carries an error
+string, empty for data; a poison element from a failed worker makes a tiny
+``py_func`` raise the worker's original exception inside ``sess.run`` -- so a failure
+is never mistaken for the end of data.  The gate costs two cheap ops per step
+(``Switch``/``Merge``); the raising ``py_func`` only runs on failure.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+from typing import Any, List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from ..core.batching import Block
+from ..core.runtime import PipelineRuntime
+from ..core.spec import Spec
+from .runner import PipelineQueueRunner
+
+tf1 = tf.compat.v1
+
+_names = itertools.count()
+
+
+class Pipeline:
+    """Batch tensors in the graph, filled by background workers.
+
+    ``batch`` has the structure of ``output_types`` (one tensor, a tuple or a dict).
+    The pipeline's queue runner is in the graph's ``QUEUE_RUNNERS`` collection; start
+    it with ``queuepipe.running(sess)``, ``tf.compat.v1.train.start_queue_runners`` or
+    any monitored session.
+    """
+
+    def __init__(self, batch: Any, queue, runner: PipelineQueueRunner, runtime: PipelineRuntime,
+                 spec: Spec, batch_size: int, name: str):
+        self.batch = batch
+        self.queue = queue
+        self.runner = runner
+        self.runtime = runtime
+        self.spec = spec
+        self.batch_size = batch_size
+        self.name = name
+
+    @property
+    def workers(self) -> int:
+        return self.runtime.n_workers
+
+    @property
+    def mode(self) -> str:
+        return self.runtime.mode
+
+    @property
+    def failure(self):
+        """The first worker failure of the current run, or None."""
+        return self.runtime.failure
+
+    def size(self) -> tf.Tensor:
+        """Number of batches waiting in the queue (a tensor)."""
+        return self.queue.size()
+
+    def close(self) -> None:
+        """Stop the workers now (also done automatically when the runners stop)."""
+        self.runtime.interrupt()
+        self.runtime.end_run()
+
+    def __repr__(self) -> str:
+        return (f"<queuepipe.Pipeline {self.name!r}: {self.workers} {self.mode} worker(s), "
+                f"batch_size={self.batch_size}>")
+
+
+def tf_dtypes_of(output_types: Any):
+    """Structure of tf.DTypes -> (flat list of tf.DTypes, structure of numpy dtypes)."""
+    def conv(t):
+        try:
+            return tf.as_dtype(t)
+        except TypeError:
+            raise TypeError(f"output_types: {t!r} is not a TensorFlow/numpy dtype") from None
+
+    if isinstance(output_types, dict):
+        flat = [conv(output_types[k]) for k in output_types]
+        np_struct = {k: d.as_numpy_dtype if d != tf.string else object for k, d in zip(output_types, flat)}
+    elif isinstance(output_types, (tuple, list)):
+        flat = [conv(t) if not isinstance(t, (tuple, list, dict)) else t for t in output_types]
+        np_struct = tuple(d.as_numpy_dtype if isinstance(d, tf.DType) and d != tf.string
+                          else (object if d == tf.string else d) for d in flat)
+    else:
+        flat = [conv(output_types)]
+        np_struct = flat[0].as_numpy_dtype if flat[0] != tf.string else object
+    return flat, np_struct
+
+
+def _pull(runtime: PipelineRuntime, index: int) -> List[np.ndarray]:
+    block: Block = runtime.pull(index)
+    errors = np.full(block.n_batches, block.error.encode() if block.error else b"", dtype=object)
+    return list(block.columns) + [errors]
+
+
+def _raise_failure(runtime: PipelineRuntime, message: bytes) -> bytes:
+    failure = runtime.failure
+    if failure is None:  # the run that failed is gone; still never pass as data
+        raise RuntimeError(message.decode("utf-8", "replace"))
+    raise failure.to_raise()
+
+
+def _quiet_deprecations():
+    """Silence TF's deprecation notices for the TF1 APIs we use on purpose (scoped, not global)."""
+    try:
+        from tensorflow.python.util import deprecation
+        return deprecation.silence()
+    except Exception:  # pragma: no cover - private module moved
+        import contextlib
+        return contextlib.nullcontext()
+
+
+def build_pipeline(runtime: PipelineRuntime, spec: Spec, output_types: Any, *, batch_size: int,
+                   capacity_batches: int, allow_smaller_final_batch: bool,
+                   name: Optional[str] = None) -> Pipeline:
+    """Add queue, enqueue ops, runner and gated dequeue for ``runtime`` to the default graph."""
+    flat_types, _ = tf_dtypes_of(output_types)
+    name = name or f"queuepipe_{next(_names)}"
+    all_types = list(flat_types) + [tf.string]
+    with _quiet_deprecations(), tf1.name_scope(name):
+        queue = tf1.FIFOQueue(capacity_batches, all_types, name="batches")
+        enqueue_ops = []
+        for i in range(runtime.n_workers):
+            with tf1.name_scope(f"worker_{i}"):
+                outs = tf1.numpy_function(functools.partial(_pull, runtime, i), [], all_types, name="pull")
+                errors = outs[-1]
+                errors.set_shape([None])
+                n_batches = tf.shape(errors)[0]
+                parts = []
+                for field, t in zip(spec.fields, outs[:-1]):
+                    if field.shape is not None:
+                        t.set_shape([None] + [d for d in field.shape])
+                    rows = tf.shape(t, out_type=tf.int32)
+                    parts.append(tf.reshape(t, tf.concat([[n_batches, rows[0] // n_batches], rows[1:]], 0)))
+                enqueue_ops.append(queue.enqueue_many(parts + [errors], name="enqueue"))
+        runner = PipelineQueueRunner(runtime, queue, enqueue_ops, name)
+        tf1.train.add_queue_runner(runner)
+
+        with tf1.name_scope("dequeue"):
+            items = queue.dequeue(name="batch")
+            data, error = items[:-1], items[-1]
+            ok = tf.equal(error, "")
+            on_error, on_ok = tf.raw_ops.Switch(data=error, pred=ok)
+            raised = tf1.numpy_function(functools.partial(_raise_failure, runtime), [on_error], tf.string,
+                                 stateful=True, name="raise_worker_error")
+            gate, _ = tf.raw_ops.Merge(inputs=[on_ok, raised])
+            outputs = []
+            with tf.control_dependencies([gate]):
+                for field, t in zip(spec.fields, data):
+                    out = tf.identity(t, name=f"field_{len(outputs)}")
+                    first = batch_size if not allow_smaller_final_batch else None
+                    if field.shape is not None:
+                        out.set_shape([first] + [None if field.padded else d for d in field.shape])
+                    else:
+                        out.set_shape(tf.TensorShape(None))
+                    outputs.append(out)
+    batch = spec.pack(outputs)
+    return Pipeline(batch, queue, runner, runtime, spec, batch_size, name)

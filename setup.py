@@ -1,0 +1,34 @@
+"""Install queuepipe.
+
+TensorFlow is deliberately not a hard requirement: installing queuepipe into an
+environment that already has ``tensorflow``, ``tensorflow-cpu`` or a GPU build must
+not pull in a second TensorFlow wheel.  ``pip install queuepipe[tf]`` brings one on a
+fresh machine (the CPU wheel on Linux/Windows, the standard one elsewhere).
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="queuepipe",
+    version="0.1.0",
+    description="Feed tf.compat.v1 session graphs from generators and HDF5 files on many CPU workers",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["queuepipe", "queuepipe.*"]),
+    install_requires=["numpy>=1.23", "h5py>=3.8"],
+    extras_require={
+        "tf": [
+            "tensorflow-cpu>=2.12; platform_system == 'Linux' or platform_system == 'Windows'",
+            "tensorflow>=2.12; platform_system == 'Darwin'",
+        ],
+        "progress": ["tqdm>=4.60"],
+        "plugins": ["hdf5plugin>=4.0"],
+        "bench": ["tqdm>=4.60", "matplotlib>=3.6", "hdf5plugin>=4.0"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6.0", "tqdm>=4.60", "hdf5plugin>=4.0"],
+    },
+    entry_points={"console_scripts": ["queuepipe=queuepipe.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
