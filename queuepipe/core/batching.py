@@ -204,6 +204,10 @@ class Batcher:
         reserve = self.shuffle_rows
         started = time.monotonic()
         for cols in chunks:
+            if reserve == 0 and store.rows == 0 and self._passes_through(cols):
+                yield Block(list(cols), len(cols[0]), len(cols[0]) // B)  # zero-copy fast path
+                started = time.monotonic()
+                continue
             store.add(cols)
             while store.rows - reserve >= target:
                 yield self._block(store, target)
@@ -215,6 +219,14 @@ class Batcher:
         while store.rows >= B:
             yield self._block(store, min(target, (store.rows // B) * B))
         yield self._tail(store)
+
+    def _passes_through(self, cols: List[np.ndarray]) -> bool:
+        """A chunk of whole batches in aligned contiguous buffers can be handed over as it is."""
+        n = len(cols[0]) if cols else 0
+        if n == 0 or n % self.batch_size or self.spec.any_padded:
+            return False
+        return all(c.flags.c_contiguous and (c.dtype == object or c.ctypes.data % ALIGNMENT == 0)
+                   for c in cols)
 
     def _block(self, store, rows: int) -> Block:
         if self.spec.any_padded:
