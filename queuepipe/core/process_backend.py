@@ -1,0 +1,233 @@
+"""Workers in child processes: scale GIL-bound generators, preprocessing and decompression.
+
+Each worker runs its WorkerLoop in a fresh interpreter (``python -m
+queuepipe.core.child``, never a fork of a TF process) and ships finished blocks
+through fixed shared-memory slots; the parent's enqueue op copies a block once into
+an aligned buffer that TensorFlow adopts, and frees the slot.  Only small metadata
+is pickled.  A child that raises, or dies (signal, OOM killer, crash in C code), is
+reported as a worker failure naming the worker and the signal within a poll period.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from multiprocessing.connection import Connection
+from typing import Optional
+
+import socket
+
+from .batching import Block
+from .errors import RemoteTraceback, WorkerDiedError, WorkerFailure
+from .plan import WorkerPlan
+from .shm_slots import SlotArena, create_memfd
+from .worker import EndOfStream, WorkerFailed
+
+log = logging.getLogger("queuepipe")
+
+POLL_SECONDS = 0.05
+STOP_GRACE_SECONDS = 2.0
+DEFAULT_SLOTS = 4
+MIN_SLOT_BYTES = 1 << 20
+
+_live: "weakref.WeakSet[ProcessBackend]" = weakref.WeakSet()
+
+
+def _main_module_info() -> dict:
+    """How a child can import the parent's ``__main__`` (as multiprocessing's spawn does)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and getattr(spec, "name", None) and spec.name != "__main__":
+        return {"module": spec.name}
+    path = getattr(main, "__file__", None)
+    if path and os.path.exists(path):
+        return {"path": os.path.abspath(path)}
+    return {}
+
+
+class ProcessWorkers:
+    """Factory of process backends for one pipeline; checks picklability at build time."""
+
+    def __init__(self, plan: WorkerPlan, start_method: Optional[str] = None, n_slots: int = DEFAULT_SLOTS):
+        if start_method not in (None, "spawn"):
+            raise ValueError("queuepipe starts worker processes as fresh interpreters ('spawn'); "
+                             f"start_method={start_method!r} is not supported (fork is unsafe once "
+                             "TensorFlow or HDF5 threads exist)")
+        self.plan = plan
+        self.n_slots = n_slots
+        try:
+            self.plan_bytes = pickle.dumps(plan)
+        except Exception as exc:
+            raise TypeError(
+                "mode='process' sends the generator to each worker process, so it must be picklable, "
+                f"but pickling failed: {exc}. Use a top-level function, functools.partial(top_level_fn, "
+                "...), a bound method of a picklable object (e.g. obj.generate_data), or a class with "
+                "__call__ -- not a lambda or a function defined inside another function.") from None
+        self.needs_main = b"__main__" in self.plan_bytes
+        self.main_info = _main_module_info() if self.needs_main else {}
+        if self.needs_main and not self.main_info:
+            raise TypeError("mode='process': the generator is defined in __main__ of an interactive "
+                            "session, which worker processes cannot import; move it into a module")
+        row = plan.spec.row_nbytes()
+        block_bytes = (row or 0) * plan.batch_size * plan.max_batches
+        self.slot_bytes = max(MIN_SLOT_BYTES, block_bytes + 64 * (len(plan.spec.fields) + 1))
+
+    def backend(self, index: int) -> "ProcessBackend":
+        return ProcessBackend(self, index)
+
+
+class ProcessBackend:
+    """The parent's end of one worker process."""
+
+    def __init__(self, workers: ProcessWorkers, index: int):
+        self.index = index
+        self.count = workers.plan.count
+        self._slot_bytes = workers.slot_bytes
+        self._interrupted = False
+        self._closed = False
+        self._done = False
+        self._inline_warned = False
+        self._lock = threading.Lock()
+        shm_fd = create_memfd(workers.n_slots * workers.slot_bytes, f"queuepipe-w{index}")
+        parent_sock, child_sock = socket.socketpair()
+        try:
+            self.arena = SlotArena(shm_fd, workers.n_slots, workers.slot_bytes)
+            # No preexec_fn: it is unsafe in a process that already runs (TF) threads.
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "queuepipe.core.child", str(child_sock.fileno()), str(shm_fd),
+                 str(os.getpid())],
+                pass_fds=(child_sock.fileno(), shm_fd), stdin=subprocess.DEVNULL)
+        finally:
+            child_sock.close()
+            os.close(shm_fd)
+        self.conn = Connection(os.dup(parent_sock.fileno()))
+        parent_sock.close()
+        setup = {"sys_path": list(sys.path), "needs_main": workers.needs_main, "main": workers.main_info,
+                 "plan": workers.plan_bytes, "index": index, "n_slots": workers.n_slots,
+                 "slot_bytes": workers.slot_bytes}
+        self.conn.send_bytes(pickle.dumps(setup))
+        _live.add(self)
+
+    @property
+    def where(self) -> str:
+        return f"worker {self.index} of {self.count} (process {self.proc.pid})"
+
+    # -- WorkerBackend -------------------------------------------------------------
+    def next_block(self) -> Block:
+        if self._done:
+            raise EndOfStream()
+        while True:
+            if self._interrupted or self._closed:
+                raise EndOfStream()
+            try:
+                ready = self.conn.poll(POLL_SECONDS)
+            except (OSError, EOFError):
+                ready = True
+            if ready:
+                try:
+                    msg = self.conn.recv()
+                except (EOFError, OSError):
+                    self._fail(self._death())
+                return self._handle(msg)
+            if self.proc.poll() is not None and not self.conn.poll(0):
+                self._fail(self._death())
+
+    def _handle(self, msg) -> Block:
+        kind = msg[0]
+        if kind == "block":
+            _, slot, (n_rows, n_batches, tail), metas, objects = msg
+            columns = self.arena.read(slot, metas)
+            try:
+                self.conn.send(("free", slot))
+            except OSError:
+                pass
+            columns = [o if o is not None else c for c, o in zip(columns, objects)]
+            return Block(columns, n_rows, n_batches, tail=tail)
+        if kind == "inline":
+            _, (n_rows, n_batches, tail), columns = msg
+            if not self._inline_warned:
+                log.warning("queuepipe: %s sent a block larger than its %d-byte shared-memory slot; "
+                            "it was pickled instead", self.where, self._slot_bytes)
+                self._inline_warned = True
+            return Block(columns, n_rows, n_batches, tail=tail)
+        if kind == "end":
+            self._done = True
+            raise EndOfStream()
+        if kind == "error":
+            _, data, type_name, message, tb_text = msg
+            exc = None
+            if data is not None:
+                try:
+                    exc = pickle.loads(data)
+                except Exception:
+                    exc = None
+            if exc is None:
+                exc = RuntimeError(f"{type_name}: {message}")
+            exc.__cause__ = RemoteTraceback(tb_text)
+            self._done = True
+            raise WorkerFailed(WorkerFailure(exc, self.index, self.count, "process", traceback_text=tb_text))
+        raise RuntimeError(f"queuepipe: unexpected message from {self.where}: {kind!r}")
+
+    def _death(self) -> WorkerDiedError:
+        try:
+            code = self.proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            code = None
+        if code is not None and code < 0:
+            try:
+                how = f"killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"killed by signal {-code}"
+            if -code == signal.SIGKILL:
+                how += " (e.g. the OOM killer or kill -9)"
+        else:
+            how = f"exited with code {code}" if code is not None else "closed its connection"
+        return WorkerDiedError(f"queuepipe {self.where} died unexpectedly: {how}")
+
+    def _fail(self, exc: BaseException) -> None:
+        self._done = True
+        raise WorkerFailed(WorkerFailure(exc, self.index, self.count, "process", traceback_text=str(exc)))
+
+    def interrupt(self) -> None:
+        self._interrupted = True
+
+    def close(self) -> None:
+        """Stop the child (politely, then by force) and release the shared memory."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        _live.discard(self)
+        try:
+            self.conn.send(("stop",))
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=STOP_GRACE_SECONDS if not self._done else STOP_GRACE_SECONDS * 2)
+        except subprocess.TimeoutExpired:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.conn.close()
+        self.arena.close()
+
+
+@atexit.register
+def _stop_all_children() -> None:
+    """At interpreter exit, end every worker process still running (no orphans)."""
+    for backend in list(_live):
+        try:
+            backend.interrupt()
+            backend.close()
+        except Exception:
+            pass
