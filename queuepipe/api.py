@@ -67,7 +67,7 @@ def make_pipeline(source: Any, spec: Spec, output_types: Any, *, batch_size: int
     else:
         capacity_batches = max(1, math.ceil(_positive_int("capacity", capacity) / batch_size))
     return build_pipeline(runtime, spec, output_types, batch_size=batch_size,
-                          capacity_batches=capacity_batches,
+                          capacity_batches=capacity_batches, batches_per_block=per_block,
                           allow_smaller_final_batch=allow_smaller_final_batch, name=name)
 
 

@@ -117,8 +117,43 @@ def _quiet_deprecations():
         return contextlib.nullcontext()
 
 
+def _enqueue_split(queue, columns, errors):
+    """Enqueue a block of n batches as n elements (``enqueue_many`` copies each batch once)."""
+    n_batches = tf.shape(errors)[0]
+    parts = []
+    for t in columns:
+        rows = tf.shape(t, out_type=tf.int32)
+        parts.append(tf.reshape(t, tf.concat([[n_batches, rows[0] // n_batches], rows[1:]], 0)))
+    return queue.enqueue_many(parts + [errors], name="enqueue_many")
+
+
+def _enqueue_block(queue, columns, errors, batch_size: int, batches_per_block: int):
+    """The enqueue op of one worker: a block of whole batches becomes batch elements.
+
+    A full block of ``batches_per_block`` batches is enqueued as that many dim-0 slices,
+    one ``enqueue`` each, in order: slices of an aligned block share its buffer, so the
+    data is not copied again (``enqueue_many`` would copy every batch).  Blocks of other
+    sizes (early hand-over of slow generators, the final rows) take ``enqueue_many``.
+    """
+    def whole_block():
+        previous = None
+        for j in range(batches_per_block):
+            rows = slice(j * batch_size, (j + 1) * batch_size)
+            with tf.control_dependencies([previous] if previous is not None else []):
+                previous = queue.enqueue([t[rows] for t in columns] + [errors[j]], name=f"enqueue_{j}")
+        with tf.control_dependencies([previous]):
+            return tf.constant(True)
+
+    def any_block():
+        with tf.control_dependencies([_enqueue_split(queue, columns, errors)]):
+            return tf.constant(False)
+
+    is_whole = tf.equal(tf.shape(errors)[0], batches_per_block)
+    return tf.cond(is_whole, whole_block, any_block, name="enqueue").op
+
+
 def build_pipeline(runtime: PipelineRuntime, spec: Spec, output_types: Any, *, batch_size: int,
-                   capacity_batches: int, allow_smaller_final_batch: bool,
+                   capacity_batches: int, batches_per_block: int, allow_smaller_final_batch: bool,
                    name: Optional[str] = None) -> Pipeline:
     """Add queue, enqueue ops, runner and gated dequeue for ``runtime`` to the default graph."""
     flat_types, _ = tf_dtypes_of(output_types)
@@ -132,14 +167,11 @@ def build_pipeline(runtime: PipelineRuntime, spec: Spec, output_types: Any, *, b
                 outs = tf1.numpy_function(functools.partial(_pull, runtime, i), [], all_types, name="pull")
                 errors = outs[-1]
                 errors.set_shape([None])
-                n_batches = tf.shape(errors)[0]
-                parts = []
-                for field, t in zip(spec.fields, outs[:-1]):
+                columns = list(outs[:-1])
+                for field, t in zip(spec.fields, columns):
                     if field.shape is not None:
-                        t.set_shape([None] + [d for d in field.shape])
-                    rows = tf.shape(t, out_type=tf.int32)
-                    parts.append(tf.reshape(t, tf.concat([[n_batches, rows[0] // n_batches], rows[1:]], 0)))
-                enqueue_ops.append(queue.enqueue_many(parts + [errors], name="enqueue"))
+                        t.set_shape([None] + list(field.shape))
+                enqueue_ops.append(_enqueue_block(queue, columns, errors, batch_size, batches_per_block))
         runner = PipelineQueueRunner(runtime, queue, enqueue_ops, name)
         tf1.train.add_queue_runner(runner)
 
