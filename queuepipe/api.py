@@ -37,6 +37,12 @@ def make_pipeline(source: Any, spec: Spec, output_types: Any, *, batch_size: int
                   batches_per_block: Optional[int], name: Optional[str],
                   start_method: Optional[str] = None) -> Pipeline:
     """Shared tail of from_generator / from_hdf5: plan the workers, build the graph part."""
+    import tensorflow as tf
+    if tf.executing_eagerly():  # before any worker exists
+        raise RuntimeError(
+            "queuepipe builds tf.compat.v1 graph ops (queues, queue runners) and TensorFlow is in eager "
+            "mode here: build the pipeline inside `with tf.Graph().as_default():`, or call "
+            "tf.compat.v1.disable_eager_execution() at program start")
     batch_size = _positive_int("batch_size", batch_size)
     workers = _positive_int("workers", workers)
     if mode not in MODES:

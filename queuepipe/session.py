@@ -51,7 +51,7 @@ def running(sess, *, coord: Optional[tf1.train.Coordinator] = None,
             join_error = exc
         failures = [qr.runtime.failure for qr in pipeline_runners(graph) if qr.runtime.failure is not None]
         if failures and (body_error is None or isinstance(body_error, tf.errors.OpError)):
-            raise failures[0].to_raise() from None
+            raise failures[0].to_raise()
         if join_error is not None and body_error is None and not isinstance(
                 join_error, (tf.errors.OutOfRangeError, tf.errors.CancelledError)):
             raise join_error

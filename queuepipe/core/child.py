@@ -37,6 +37,10 @@ def _exit_when_orphaned(parent_pid: int) -> None:
         time.sleep(PARENT_POLL_SECONDS)
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(0)
+
+
 def _load_parent_main(main_info: dict) -> None:
     """Import the parent's ``__main__`` as ``__mp_main__`` (only if the generator lives there)."""
     import runpy
@@ -76,8 +80,6 @@ class _Shipper:
             msg = self.conn.recv()  # EOFError when the parent is gone
             if msg[0] == "free":
                 self.free.append(msg[1])
-            elif msg[0] == "stop":
-                raise SystemExit(0)
         return self.free.pop()
 
     def _drain_nonblocking(self) -> None:
@@ -85,8 +87,6 @@ class _Shipper:
             msg = self.conn.recv()
             if msg[0] == "free":
                 self.free.append(msg[1])
-            elif msg[0] == "stop":
-                raise SystemExit(0)
 
     def ship(self, block: Block) -> None:
         self._drain_nonblocking()
@@ -118,6 +118,8 @@ class _Shipper:
 def main(argv: List[str]) -> int:
     # Ctrl-C reaches the whole process group; it is the parent's to handle (it then stops us).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The parent stops us with SIGTERM: unwind (the generator's finally blocks run), then exit.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     conn_fd, shm_fd, parent_pid = int(argv[0]), int(argv[1]), int(argv[2])
     threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True,
                      name="queuepipe-orphan-watch").start()
@@ -130,7 +132,7 @@ def main(argv: List[str]) -> int:
         plan = pickle.loads(setup["plan"])
         index = setup["index"]
         arena = SlotArena(shm_fd, setup["n_slots"], setup["slot_bytes"])
-    except (EOFError, OSError):
+    except (EOFError, OSError, SystemExit):
         return 0
     except BaseException as exc:  # cannot even start: report like any worker failure
         conn.send(("error", _pickled_error(exc), type(exc).__name__, str(exc), traceback.format_exc()))

@@ -199,19 +199,13 @@ class ProcessBackend:
         self._interrupted = True
 
     def close(self) -> None:
-        """Stop the child (politely, then by force) and release the shared memory."""
+        """Stop the child now (SIGTERM unwinds its generator; SIGKILL if it lingers), free memory."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
         _live.discard(self)
-        try:
-            self.conn.send(("stop",))
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout=STOP_GRACE_SECONDS if not self._done else STOP_GRACE_SECONDS * 2)
-        except subprocess.TimeoutExpired:
+        if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=STOP_GRACE_SECONDS)

@@ -1,0 +1,486 @@
+"""``queuepipe bench FILE.h5 --datasets X,y``: how fast your file flows through ``from_hdf5``.
+
+Measures, for the same rows of the same datasets:
+
+* **limit-read** -- plain h5py reading the covering chunk-aligned slabs into numpy
+  (the best single-process way), no TensorFlow: what the disk/decompression allows;
+* **limit-consumer** -- a ``tf.compat.v1`` session running a consumer op on one batch
+  already resident in ``tf.Variable`` s: the most any input pipeline can deliver to it;
+* **from_hdf5** with 1..N workers (tqdm bar per trial), samples/s and MB/s,
+
+then prints a one-line verdict: input-bound or compute-bound, and how many workers
+it takes to saturate.  The reading/consumer helpers here are TF-free at import time
+and are reused by the repository's benchmark harness (``python -m benchmarks.run``).
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+# --------------------------------------------------------------------------------------
+# Row selections and covering slabs
+# --------------------------------------------------------------------------------------
+
+
+def parse_rows(spec: Optional[str], n: int) -> Optional[np.ndarray]:
+    """``None``/"" -> all rows; ``"a:b"``, ``"::10"``, ``"a:b:c"`` -> Python slice of
+    ``range(n)``; ``"file.npy"`` -> integer indices (or a boolean mask) stored with numpy."""
+    if spec is None or spec == "" or spec == ":":
+        return None
+    if spec.endswith(".npy"):
+        arr = np.load(spec)
+        if arr.dtype == bool:
+            if arr.shape != (n,):
+                raise ValueError(f"--rows {spec}: boolean mask of shape {arr.shape}, dataset has {n} rows")
+            return np.flatnonzero(arr).astype(np.int64)
+        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"--rows {spec}: expected a 1-D integer index array, got {arr.dtype} {arr.shape}")
+        arr = arr.astype(np.int64)
+        arr = np.where(arr < 0, arr + n, arr)
+        if arr.size and (arr.min() < 0 or arr.max() >= n):
+            raise ValueError(f"--rows {spec}: indices outside 0..{n - 1}")
+        return arr
+    parts = spec.split(":")
+    if len(parts) not in (2, 3):
+        raise ValueError(f"--rows {spec!r}: expected START:STOP[:STEP] (e.g. 0:1000, ::10) or a .npy file")
+    try:
+        bounds = [int(p) if p.strip() else None for p in parts]
+    except ValueError:
+        raise ValueError(f"--rows {spec!r}: slice bounds must be integers") from None
+    rows = np.arange(n, dtype=np.int64)[slice(*bounds)]
+    if rows.size == 0:
+        raise ValueError(f"--rows {spec!r} selects no rows of {n}")
+    return rows
+
+
+def chunk_rows_of(ds: Any) -> int:
+    """Rows per read granule: the chunk's leading dim, or ~64 KiB worth for contiguous data."""
+    if ds.chunks:
+        return int(ds.chunks[0])
+    row = max(1, int(np.prod(ds.shape[1:], dtype=np.int64)) * ds.dtype.itemsize)
+    return max(1, (64 << 10) // row)
+
+
+def slab_plan(rows: Optional[np.ndarray], n: int, chunk_rows: int,
+              max_slab_rows: int) -> List[Tuple[int, int, int, int]]:
+    """Covering slabs ``(lo, hi, start, stop)``: rows ``[lo, hi)`` are read in one call and
+    hold ``rows[start:stop]`` (sorted ``rows``); for all rows (``rows is None``) start/stop
+    are ``lo``/``hi``.  Slabs cover only the chunks holding a selected row, merged while
+    consecutive, up to ``max_slab_rows`` (rounded to whole chunks)."""
+    chunk_rows = max(1, int(chunk_rows))
+    per = max(1, max_slab_rows // chunk_rows) * chunk_rows
+    if rows is None:
+        return [(lo, min(n, lo + per), lo, min(n, lo + per)) for lo in range(0, n, per)]
+    if rows.size == 0:
+        return []
+    chunks = np.unique(rows // chunk_rows)
+    # split where chunks stop being consecutive or a slab would grow past `per` rows
+    breaks = [0]
+    first = chunks[0]
+    for k in range(1, len(chunks)):
+        if chunks[k] != chunks[k - 1] + 1 or (chunks[k] - first + 1) * chunk_rows > per:
+            breaks.append(k)
+            first = chunks[k]
+    breaks.append(len(chunks))
+    plan = []
+    for a, b in zip(breaks[:-1], breaks[1:]):
+        lo = int(chunks[a]) * chunk_rows
+        hi = min(n, (int(chunks[b - 1]) + 1) * chunk_rows)
+        start, stop = np.searchsorted(rows, [lo, hi])
+        plan.append((lo, hi, int(start), int(stop)))
+    return plan
+
+
+def row_nbytes(datasets: Sequence[Any]) -> int:
+    return int(sum(int(np.prod(d.shape[1:], dtype=np.int64)) * d.dtype.itemsize for d in datasets))
+
+
+# --------------------------------------------------------------------------------------
+# limit-read: plain h5py, no TensorFlow
+# --------------------------------------------------------------------------------------
+
+
+def read_slabs(path: str, names: Sequence[str], rows: Optional[np.ndarray], *,
+               max_slab_rows: int = 2048, part: int = 0, parts: int = 1,
+               deadline: Optional[float] = None) -> int:
+    """Read this part's share of the slabs of ``rows`` (sorted or None); returns rows delivered.
+
+    The best plain-h5py way: ``read_direct`` of chunk-aligned slabs into reused buffers,
+    selected rows picked out in numpy."""
+    import h5py
+    with h5py.File(path, "r") as f:
+        dsets = [f[k] for k in names]
+        n = dsets[0].shape[0]
+        plan = slab_plan(rows, n, chunk_rows_of(dsets[0]), max_slab_rows)
+        lo_k, hi_k = len(plan) * part // parts, len(plan) * (part + 1) // parts
+        if not plan[lo_k:hi_k]:
+            return 0
+        longest = max(hi - lo for lo, hi, _, _ in plan[lo_k:hi_k])
+        bufs = [np.empty((longest,) + d.shape[1:], d.dtype) for d in dsets]
+        delivered = 0
+        for lo, hi, start, stop in plan[lo_k:hi_k]:
+            for d, buf in zip(dsets, bufs):
+                d.read_direct(buf, np.s_[lo:hi], np.s_[0:hi - lo])
+                if rows is not None:
+                    buf.take(rows[start:stop] - lo, axis=0)  # the selected rows, as a new array
+            delivered += stop - start
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+        return delivered
+
+
+def in_processes(fn: Callable[[int, int], int], parts: int) -> Tuple[int, float]:
+    """Run ``fn(part, parts) -> rows`` in ``parts`` forked processes started together;
+    returns (total rows, seconds from the common start to the last finish).
+
+    Fork, so call it before any TensorFlow session or thread pool exists in this process."""
+    if parts == 1:
+        t0 = time.perf_counter()
+        rows = fn(0, 1)
+        return rows, time.perf_counter() - t0
+    go_r, go_w = os.pipe()
+    kids = []
+    for k in range(parts):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 0
+            try:
+                os.close(r)
+                os.close(go_w)
+                os.read(go_r, 1)
+                t0 = time.monotonic()
+                got = fn(k, parts)
+                t1 = time.monotonic()
+                os.write(w, json.dumps([t0, t1, got]).encode())
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent
+                os.write(w, json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(w)
+        kids.append((pid, r))
+    os.close(go_r)
+    os.write(go_w, b"g" * parts)
+    os.close(go_w)
+    results = []
+    for pid, r in kids:
+        chunks = []
+        while True:
+            b = os.read(r, 65536)
+            if not b:
+                break
+            chunks.append(b)
+        os.close(r)
+        os.waitpid(pid, 0)
+        results.append(json.loads(b"".join(chunks) or b'{"error": "child died"}'))
+    errors = [x["error"] for x in results if isinstance(x, dict)]
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    start = min(x[0] for x in results)
+    end = max(x[1] for x in results)
+    return sum(x[2] for x in results), end - start
+
+
+def limit_read(path: str, names: Sequence[str], rows: Optional[np.ndarray], *, procs: int = 1,
+               max_slab_rows: int = 2048, seconds: Optional[float] = None) -> Tuple[int, float]:
+    """(rows, seconds) for reading ``rows`` (any order; read sorted) in ``procs`` processes."""
+    srt = None if rows is None else np.sort(rows)
+
+    def part(k: int, parts: int) -> int:
+        deadline = None if seconds is None else time.perf_counter() + seconds
+        return read_slabs(path, names, srt, max_slab_rows=max_slab_rows, part=k, parts=parts,
+                          deadline=deadline)
+
+    return in_processes(part, procs)
+
+
+# --------------------------------------------------------------------------------------
+# The consumer, and limit-consumer
+# --------------------------------------------------------------------------------------
+
+
+def consumer_op(tensors: Sequence[Any]):
+    """An op that depends on every tensor of a batch: the sum of all numeric values as
+    float32 (string tensors count by their total length)."""
+    import tensorflow as tf
+    total = None
+    for t in tensors:
+        if t.dtype == tf.string:
+            part = tf.cast(tf.reduce_sum(tf.strings.length(t)), tf.float32)
+        elif t.dtype == tf.bool:
+            part = tf.cast(tf.reduce_sum(tf.cast(t, tf.int32)), tf.float32)
+        else:
+            part = tf.cast(tf.reduce_sum(t), tf.float32)
+        total = part if total is None else total + part
+    return total
+
+
+def limit_consumer(batch: Sequence[np.ndarray], *, seconds: float = 1.0, warmup: int = 20,
+                   make_consumer: Callable = consumer_op) -> Tuple[int, float]:
+    """(rows, seconds): ``sess.run`` of the consumer on one batch held in ``tf.Variable`` s."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        variables = [tf1.Variable(b, trainable=False) for b in batch]
+        op = make_consumer([v.read_value() if hasattr(v, "read_value") else v for v in variables])
+        with tf1.Session(graph=graph) as sess:
+            sess.run(tf1.global_variables_initializer())
+            for _ in range(warmup):
+                sess.run(op)
+            steps = 0
+            t0 = time.perf_counter()
+            deadline = t0 + seconds
+            while True:
+                sess.run(op)
+                steps += 1
+                now = time.perf_counter()
+                if now > deadline and steps >= 5:
+                    break
+    return steps * len(batch[0]), now - t0
+
+
+# --------------------------------------------------------------------------------------
+# from_hdf5, whatever its exact keyword names turn out to be
+# --------------------------------------------------------------------------------------
+
+_ROWS_NAMES = ("rows", "selection", "indices", "index", "select")
+
+
+def build_hdf5_pipeline(path: str, names: Sequence[str], rows: Optional[np.ndarray], *, batch_size: int,
+                        workers: int, mode: str, shuffle: bool = False, num_epochs: int = 1,
+                        seed: Optional[int] = None, allow_smaller_final_batch: bool = True):
+    """``queuepipe.from_hdf5(path, datasets, rows=..., ...)``; returns (pipeline, [tensors in
+    ``names`` order]).  Passes only the keywords the installed from_hdf5 accepts."""
+    import queuepipe
+    fn = queuepipe.from_hdf5
+    try:
+        from queuepipe.hdf5_api import from_hdf5 as impl  # the real signature, not the wrapper's
+        params = inspect.signature(impl).parameters
+    except ImportError:
+        raise
+    except (TypeError, ValueError):
+        params = {}
+    wanted: Dict[str, Any] = dict(batch_size=batch_size, workers=workers, mode=mode, shuffle=shuffle,
+                                  num_epochs=num_epochs, seed=seed,
+                                  allow_smaller_final_batch=allow_smaller_final_batch)
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) or not params
+    kwargs = {k: v for k, v in wanted.items() if accepts_any or k in params}
+    for must in ("batch_size", "workers", "mode"):
+        if must not in kwargs:
+            raise TypeError(f"from_hdf5 takes no {must!r} keyword")
+    if shuffle and "shuffle" not in kwargs:
+        raise TypeError("from_hdf5 takes no 'shuffle' keyword")
+    if rows is not None:
+        name = next((k for k in _ROWS_NAMES if k in params), "rows" if accepts_any else None)
+        if name is None:
+            raise TypeError(f"from_hdf5 has no row-selection keyword (tried {', '.join(_ROWS_NAMES)})")
+        kwargs[name] = rows
+    pipe = fn(path, list(names), **kwargs)
+    return pipe, batch_tensors(pipe.batch, names)
+
+
+def batch_tensors(batch: Any, names: Sequence[str]) -> List[Any]:
+    """A pipeline's ``.batch`` (dict by dataset name, tuple/list, or one tensor) as a list."""
+    if isinstance(batch, dict):
+        return [batch[k] for k in names] if all(k in batch for k in names) else list(batch.values())
+    if isinstance(batch, (tuple, list)):
+        return list(batch)
+    return [batch]
+
+
+# --------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------
+
+
+def _fmt_rate(x: float) -> str:
+    return f"{x / 1e6:.2f} M" if x >= 1e6 else (f"{x / 1e3:.1f} k" if x >= 1e3 else f"{x:.0f} ")
+
+
+def run_trial(path: str, names: Sequence[str], rows: Optional[np.ndarray], *, batch_size: int,
+              workers: int, mode: str, seconds: float, progress: bool = True,
+              warmup_batches: int = 4) -> Dict[str, Any]:
+    """One pass of ``rows`` through from_hdf5 (capped at ``seconds``); samples/s after warm-up."""
+    import tensorflow as tf
+    import queuepipe
+    tf1 = tf.compat.v1
+    total_rows = None if rows is None else len(rows)
+    graph = tf.Graph()
+    with graph.as_default():
+        pipe, tensors = build_hdf5_pipeline(path, names, rows, batch_size=batch_size, workers=workers,
+                                            mode=mode)
+        op = consumer_op(tensors)
+        fetch = [op, tf.shape(tensors[0])[0]]
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=total_rows, unit="rows", unit_scale=True, leave=False, file=sys.stderr,
+                       desc=f"{mode} x{workers}")
+        with tf1.Session(graph=graph) as sess, queuepipe.running(sess):
+            t_start = time.perf_counter()
+            done = timed = 0
+            t0 = t_last = None
+            first = None
+            try:
+                while True:
+                    _, got = sess.run(fetch)
+                    now = time.perf_counter()
+                    if first is None:
+                        first = now - t_start
+                    done += int(got)
+                    if bar is not None:
+                        bar.update(int(got))
+                    if done >= warmup_batches * batch_size and t0 is None:
+                        t0 = now
+                    elif t0 is not None:
+                        timed += int(got)
+                        t_last = now
+                    if now - t_start > seconds:
+                        break
+            except tf.errors.OutOfRangeError:
+                pass
+            finally:
+                if bar is not None:
+                    bar.close()
+    if timed and t_last and t_last > t0:
+        rate = timed / (t_last - t0)
+    else:  # too little data for a warm-up: count everything after the first batch
+        rate = done / max(1e-9, time.perf_counter() - t_start)
+    return {"workers": workers, "mode": mode, "rows": done, "samples_per_s": rate,
+            "first_batch_s": first}
+
+
+def _open_info(path: str, names: Sequence[str]):
+    import h5py
+    with h5py.File(path, "r") as f:
+        missing = [k for k in names if k not in f]
+        if missing:
+            raise SystemExit(f"queuepipe bench: {path} has no dataset(s) {', '.join(missing)} "
+                             f"(has: {', '.join(sorted(f.keys()))})")
+        dsets = [f[k] for k in names]
+        n = dsets[0].shape[0]
+        bad = [k for k, d in zip(names, dsets) if d.shape[0] != n]
+        if bad:
+            raise SystemExit(f"queuepipe bench: datasets differ in length: "
+                             + ", ".join(f"{k}={f[k].shape[0]}" for k in names))
+        return n, row_nbytes(dsets), [(d.shape, d.dtype, d.chunks, d.compression) for d in dsets]
+
+
+def _first_batch(path: str, names: Sequence[str], rows: Optional[np.ndarray], batch_size: int):
+    import h5py
+    with h5py.File(path, "r") as f:
+        if rows is None:
+            return [f[k][:batch_size] for k in names]
+        idx = np.unique(np.sort(rows[:batch_size]))
+        out = [f[k][idx] for k in names]
+        reps = math.ceil(batch_size / len(idx))
+        return [np.concatenate([o] * reps)[:batch_size] for o in out]
+
+
+def verdict(best: Dict[str, Any], trials: List[Dict[str, Any]], consumer: float, read: float) -> str:
+    rate = best["samples_per_s"]
+    sat = next(t for t in trials if t["samples_per_s"] >= 0.95 * rate)
+    if rate >= 0.85 * consumer:
+        kind = ("compute-bound: the input keeps up with the session "
+                f"({rate / consumer:.2f}x limit-consumer); your model's step is the bottleneck")
+    elif read < 1.2 * rate:
+        kind = (f"input-bound by reading/decompression: from_hdf5 at {rate / read:.2f}x limit-read; "
+                "more processes, a lighter compression or larger chunks help")
+    else:
+        kind = (f"input-bound: {rate / consumer:.2f}x limit-consumer, {rate / read:.2f}x limit-read")
+    tried = ", ".join(str(t["workers"]) for t in trials)
+    return (f"verdict: {kind}; {sat['workers']} {sat['mode']} worker(s) saturate it "
+            f"({_fmt_rate(sat['samples_per_s'])}samples/s; tried {tried})")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="queuepipe bench",
+                                description="Measure an HDF5 file through queuepipe.from_hdf5 against "
+                                            "plain h5py reading and the session's own ceiling.")
+    p.add_argument("file", help="the HDF5 file")
+    p.add_argument("--datasets", required=True, help="comma-separated dataset paths, e.g. X,y")
+    p.add_argument("--rows", default=None,
+                   help="rows to read: START:STOP[:STEP] (e.g. 0:1000, ::10) or a .npy index/mask file")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="try 1..N workers (default: the number of CPU cores)")
+    p.add_argument("--mode", choices=("thread", "process"), default="thread")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seconds", type=float, default=10.0,
+                   help="cap on each trial's pass over the rows (default 10)")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = make_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    names = [s for s in args.datasets.split(",") if s]
+    if not names:
+        raise SystemExit("queuepipe bench: --datasets needs at least one name")
+    if args.workers < 1 or args.batch_size < 1:
+        raise SystemExit("queuepipe bench: --workers and --batch-size must be >= 1")
+    n, row_bytes, info = _open_info(args.file, names)
+    try:
+        rows = parse_rows(args.rows, n)
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"queuepipe bench: {exc}")
+    n_sel = n if rows is None else len(rows)
+    print(f"{args.file}: {n_sel} of {n} rows, {row_bytes} bytes/row "
+          f"({n_sel * row_bytes / 2**20:.1f} MiB), datasets "
+          + "; ".join(f"{k} {s[1:] or '()'} {d} chunks={c} {comp or ''}".rstrip()
+                      for k, (s, d, c, comp) in zip(names, info)))
+
+    # limit-read first: it forks, so no TF thread pool may exist yet.
+    lr_rows, lr_s = limit_read(args.file, names, rows, procs=1, seconds=args.seconds)
+    read = lr_rows / max(lr_s, 1e-9)
+    read_procs = None
+    if args.mode == "process" and args.workers > 1:
+        pr_rows, pr_s = limit_read(args.file, names, rows, procs=args.workers, seconds=args.seconds)
+        read_procs = pr_rows / max(pr_s, 1e-9)
+    batch = _first_batch(args.file, names, rows, args.batch_size)
+    lc_rows, lc_s = limit_consumer(batch, seconds=min(2.0, args.seconds))
+    consumer = lc_rows / max(lc_s, 1e-9)
+    mb = row_bytes / 1e6
+    print(f"limit-read      (plain h5py, 1 process): {_fmt_rate(read)}samples/s  {read * mb:8.1f} MB/s")
+    if read_procs is not None:
+        print(f"limit-read      (plain h5py, {args.workers} processes): {_fmt_rate(read_procs)}samples/s  "
+              f"{read_procs * mb:8.1f} MB/s")
+    print(f"limit-consumer  (batch resident in the session): {_fmt_rate(consumer)}samples/s  "
+          f"{consumer * mb:8.1f} MB/s")
+
+    trials = []
+    for w in range(1, args.workers + 1):
+        try:
+            t = run_trial(args.file, names, rows, batch_size=args.batch_size, workers=w, mode=args.mode,
+                          seconds=args.seconds, progress=not args.no_progress)
+        except Exception as exc:  # noqa: BLE001 - a CLI reports, it does not dump a traceback
+            print(f"from_hdf5 {args.mode} x{w}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        trials.append(t)
+        r = t["samples_per_s"]
+        print(f"from_hdf5 {args.mode:7s} x{w}: {_fmt_rate(r)}samples/s  {r * mb:8.1f} MB/s  "
+              f"{r / consumer:.2f}x limit-consumer  {r / read:.2f}x limit-read")
+    best = max(trials, key=lambda t: t["samples_per_s"])
+    line = verdict(best, trials, consumer, read)
+    print(line)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"file": args.file, "datasets": names, "rows": n_sel, "row_bytes": row_bytes,
+                       "limit_read": read, "limit_read_procs": read_procs, "limit_consumer": consumer,
+                       "trials": trials, "verdict": line}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
