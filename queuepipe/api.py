@@ -67,7 +67,8 @@ def make_pipeline(source: Any, spec: Spec, output_types: Any, *, batch_size: int
         from .core.process_backend import ProcessWorkers
         pool = ProcessWorkers(plan, start_method=start_method)
         make_backend = pool.backend
-    runtime = PipelineRuntime(spec, workers, batch_size, allow_smaller_final_batch, make_backend, mode)
+    runtime = PipelineRuntime(spec, workers, batch_size, allow_smaller_final_batch, make_backend, mode,
+                              batches_per_block=per_block)
     if capacity is None:
         capacity_batches = max(8, 2 * workers * per_block)
     else:

@@ -162,8 +162,10 @@ class _ShuffleBuffer:
         size = self.rows
         chosen = self.rng.choice(size, n, replace=False) if n < size else self.rng.permutation(size)
         for d, buf in zip(dest, self.columns):
-            np.take(buf[:size], chosen, axis=0, out=d) if d.dtype != object else d.__setitem__(
-                slice(None), buf[chosen])
+            if buf.dtype == object:
+                d[:] = buf[chosen]
+            else:
+                np.take(buf[:size], chosen, axis=0, out=d)
         keep = size - n
         if keep:
             taken = np.zeros(size, dtype=bool)
@@ -198,27 +200,91 @@ class Batcher:
         self.time_budget = time_budget
 
     def blocks(self, chunks: Iterable[List[np.ndarray]]) -> Iterator[Block]:
+        if self.shuffle_rows > 0:
+            return self._shuffled_blocks(chunks)
+        return self._ordered_blocks(chunks)
+
+    def _ordered_blocks(self, chunks: Iterable[List[np.ndarray]]) -> Iterator[Block]:
         B = self.batch_size
         target = B * self.max_batches
-        store = _ShuffleBuffer(self.rng) if self.shuffle_rows > 0 else _RowStore()
-        reserve = self.shuffle_rows
+        store = _RowStore()
         started = time.monotonic()
         for cols in chunks:
-            if reserve == 0 and store.rows == 0 and self._passes_through(cols):
+            if store.rows == 0 and self._passes_through(cols):
                 yield Block(list(cols), len(cols[0]), len(cols[0]) // B)  # zero-copy fast path
                 started = time.monotonic()
                 continue
             store.add(cols)
-            while store.rows - reserve >= target:
+            while store.rows >= target:
                 yield self._block(store, target)
                 started = time.monotonic()
-            if store.rows - reserve >= B and time.monotonic() - started > self.time_budget:
-                yield self._block(store, ((store.rows - reserve) // B) * B)
+            if store.rows >= B and time.monotonic() - started > self.time_budget:
+                yield self._block(store, (store.rows // B) * B)
                 started = time.monotonic()
-        # drain: with no more input the reserve is released
         while store.rows >= B:
             yield self._block(store, min(target, (store.rows // B) * B))
         yield self._tail(store)
+
+    def _shuffled_blocks(self, chunks: Iterable[List[np.ndarray]]) -> Iterator[Block]:
+        """Rows enter a buffer one by one (conceptually); each time it holds ``shuffle_rows + B``
+        rows a batch of B is drawn at random.  Draw points depend only on the row sequence --
+        never on chunk sizes or timing -- so a seed fixes the order; timing only decides how
+        many drawn batches travel together in one block."""
+        B, K, reserve = self.batch_size, self.max_batches, self.shuffle_rows
+        pool = _ShuffleBuffer(self.rng)
+        dest: Optional[List[np.ndarray]] = None
+        drawn = 0
+        started = time.monotonic()
+
+        def draw_batch():
+            nonlocal dest, drawn
+            if dest is None:
+                dest = self._new_dest(pool, K * B)
+            pool.draw_into([d[drawn * B:(drawn + 1) * B] for d in dest], B)
+            drawn += 1
+
+        def take_block() -> Block:
+            nonlocal dest, drawn, started
+            block = self._finish([d[:drawn * B] for d in dest], drawn * B)
+            dest, drawn, started = None, 0, time.monotonic()
+            return block
+
+        for cols in chunks:
+            n, pos = len(cols[0]), 0
+            while pos < n:
+                take = min(n - pos, reserve + B - pool.rows)
+                pool.add([c[pos:pos + take] for c in cols] if (pos or take < n) else cols)
+                pos += take
+                if pool.rows >= reserve + B:
+                    draw_batch()
+                    if drawn == K:
+                        yield take_block()
+            if drawn and time.monotonic() - started > self.time_budget:
+                yield take_block()
+        while pool.rows >= B:
+            draw_batch()
+            if drawn == K:
+                yield take_block()
+        if drawn:
+            yield take_block()
+        rows = pool.rows
+        if rows == 0:
+            yield Block([], 0, 0, tail=True)
+            return
+        raw = self._empty_raw(pool, rows)
+        pool.draw_into(raw, rows)
+        yield Block(raw, rows, 0, tail=True)
+
+    def _new_dest(self, store, rows: int) -> List[np.ndarray]:
+        if self.spec.any_padded:
+            return self._empty_raw(store, rows)
+        return [aligned_empty((rows,) + self._row_shape(store, k), self._dtype(store, k))
+                for k in range(len(self.spec.fields))]
+
+    def _finish(self, columns: List[np.ndarray], rows: int) -> Block:
+        if self.spec.any_padded:
+            return assemble(self.spec, columns, self.batch_size)[0]
+        return Block(columns, rows, rows // self.batch_size)
 
     def _passes_through(self, cols: List[np.ndarray]) -> bool:
         """A chunk of whole batches in aligned contiguous buffers can be handed over as it is."""
@@ -229,29 +295,17 @@ class Batcher:
                    for c in cols)
 
     def _block(self, store, rows: int) -> Block:
-        if self.spec.any_padded:
-            raw = self._empty_raw(store, rows)
-            self._take(store, raw, rows)
-            return assemble(self.spec, raw, self.batch_size)[0]
-        dest = [aligned_empty((rows,) + self._row_shape(store, k), f.dtype if not f.is_string else object)
-                for k, f in enumerate(self.spec.fields)]
-        self._take(store, dest, rows)
-        return Block(dest, rows, rows // self.batch_size)
+        dest = self._new_dest(store, rows)
+        store.take_into(dest, rows)
+        return self._finish(dest, rows)
 
-    def _tail(self, store) -> Block:
+    def _tail(self, store: _RowStore) -> Block:
         rows = store.rows
         if rows == 0:
             return Block([], 0, 0, tail=True)
         raw = self._empty_raw(store, rows)
-        self._take(store, raw, rows)
+        store.take_into(raw, rows)
         return Block(raw, rows, 0, tail=True)
-
-    @staticmethod
-    def _take(store, dest, rows):
-        if isinstance(store, _ShuffleBuffer):
-            store.draw_into(dest, rows)
-        else:
-            store.take_into(dest, rows)
 
     def _empty_raw(self, store, rows):
         return [np.empty((rows,) + self._row_shape(store, k), self._dtype(store, k))

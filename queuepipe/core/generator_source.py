@@ -17,6 +17,19 @@ import numpy as np
 from .spec import Spec
 
 
+def _detached(sample: Any) -> Any:
+    """The sample with its arrays copied: generators may refill one buffer after each yield."""
+    if isinstance(sample, np.ndarray):
+        return sample.copy()
+    if isinstance(sample, tuple):
+        return tuple(v.copy() if isinstance(v, np.ndarray) else v for v in sample)
+    if isinstance(sample, list):
+        return [v.copy() if isinstance(v, np.ndarray) else v for v in sample]
+    if isinstance(sample, dict):
+        return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in sample.items()}
+    return sample
+
+
 class SharedIterator:
     """One iterator stepped by many workers, one ``next`` at a time."""
 
@@ -109,7 +122,7 @@ class GeneratorSource:
             items: List[Any] = []
             started = time.monotonic()
             for item in iterator:
-                items.append(item)
+                items.append(_detached(item))
                 if len(items) >= self.chunk_rows or time.monotonic() - started > self.time_budget:
                     break
             else:
@@ -124,6 +137,8 @@ class GeneratorSource:
         spec = self.spec
         while True:
             items = self.shared.take(1 if self.yields == "blocks" else self.chunk_rows, self.time_budget)
+            if self.yields == "samples":
+                items = [_detached(item) for item in items]
             if not items:
                 return
             if self.yields == "blocks":

@@ -76,8 +76,9 @@ class PipelineRuntime:
     """Everything the enqueue ops of one pipeline share."""
 
     def __init__(self, spec: Spec, n_workers: int, batch_size: int, allow_smaller: bool,
-                 make_backend: Callable[[int], WorkerBackend], mode: str):
+                 make_backend: Callable[[int], WorkerBackend], mode: str, batches_per_block: int = 1):
         self.spec = spec
+        self.batches_per_block = batches_per_block
         self.n_workers = n_workers
         self.batch_size = batch_size
         self.allow_smaller = allow_smaller
@@ -166,10 +167,27 @@ class PipelineRuntime:
                     log.error("queuepipe: %s\n%s", failed.failure.summary(), failed.failure.traceback_text)
                     return self.poison(failed.failure)
                 if not block.tail:
-                    return block
-                run.pending[index].extend(run.merger.add(block))
-                if run.pending[index]:
-                    return run.pending[index].pop(0)
+                    pieces = self._split(block)
+                else:
+                    pieces = [p for b in run.merger.add(block) for p in self._split(b)]
+                if pieces:
+                    run.pending[index].extend(pieces[1:])
+                    return pieces[0]
+
+    def _split(self, block: Block) -> List[Block]:
+        """Blocks of exactly ``batches_per_block`` batches or of one batch -- the two shapes the
+        enqueue op takes without copying (views of the same aligned buffers)."""
+        K, B = self.batches_per_block, self.batch_size
+        if block.n_batches in (1, K):
+            return [block]
+        pieces, start = [], 0
+        while start < block.n_rows:
+            step = K * B if block.n_rows - start >= K * B else B
+            cols = [c[start:start + step] for c in block.columns]
+            rows = len(cols[0])
+            pieces.append(Block(cols, rows, rows // B if rows >= B else 1))
+            start += step
+        return pieces
 
     def poison(self, failure: WorkerFailure) -> Block:
         """A one-batch block whose error field makes the graph raise ``failure``."""

@@ -149,10 +149,13 @@ class Spec:
             if field.padded:
                 columns.append(self._object_column(field, values, where))
                 continue
-            try:
-                arr = np.asarray(values) if not field.is_string else _string_array(values)
-            except ValueError:
-                arr = None
+            if field.is_string:
+                arr = _string_array(values, f"{where}: {field.label}")
+            else:
+                try:
+                    arr = np.asarray(values)
+                except ValueError:  # ragged: explained below
+                    arr = None
             if arr is None or arr.dtype == object and not field.is_string:
                 self._explain_ragged(field, values, where)
             columns.append(self._checked(field, arr, where, leading=True))
@@ -163,7 +166,10 @@ class Spec:
         leaves = self.flatten(block, where)
         columns, n = [], None
         for field, leaf in zip(self.fields, leaves):
-            arr = _string_array(leaf) if field.is_string and not isinstance(leaf, np.ndarray) else np.asarray(leaf)
+            if field.is_string and isinstance(leaf, np.ndarray) and leaf.dtype.kind not in "SUO":
+                raise SpecError(f"{where}: {field.label}: expected dtype string, got {leaf.dtype.name}")
+            arr = (_string_array(leaf, f"{where}: {field.label}") if field.is_string
+                   else _owned(np.asarray(leaf)))
             if arr.ndim == 0:
                 raise SpecError(f"{where}: {field.label}: a block needs a leading row dimension, "
                                 f"got a scalar (yield samples with yields='samples')")
@@ -181,7 +187,7 @@ class Spec:
     def _object_column(self, field: Field, values: List[Any], where: str) -> np.ndarray:
         col = np.empty(len(values), dtype=object)
         for i, v in enumerate(values):
-            arr = _string_array(v) if field.is_string else np.asarray(v)
+            arr = _string_array(v, f"{where}: {field.label}") if field.is_string else np.array(v)
             col[i] = self._checked(field, arr, f"{where}, row {i}", leading=False)
         return col
 
@@ -192,7 +198,7 @@ class Spec:
             if arr.dtype.kind not in "SUO":
                 raise SpecError(f"{where}: {field.label}: expected dtype string, got {arr.dtype.name}")
             if arr.dtype.kind != "O":
-                arr = _string_array(arr)
+                arr = _string_array(arr, f"{where}: {field.label}")
         elif arr.dtype != field.dtype:
             if arr.dtype.kind in "biuf" and field.dtype.kind in "biufc" and \
                     np.can_cast(arr.dtype, field.dtype, casting="same_kind"):
@@ -213,8 +219,9 @@ class Spec:
         for i, v in enumerate(values):
             if np.shape(v) != first:
                 hint = "" if field.padded else " (pass dynamic_pad=True for variable-size samples)"
-                raise SpecError(f"{where}, sample {i}: {field.label}: expected shape "
-                                f"{_shape_str(field.shape if field.shape is not None else first)}, "
+                expected = (_shape_str(field.shape) if field.is_static()
+                            else f"{_shape_str(first)} (the shape of sample 0 of this batch)")
+                raise SpecError(f"{where}, sample {i}: {field.label}: expected shape {expected}, "
                                 f"got {_shape_str(np.shape(v))}{hint}")
         raise SpecError(f"{where}: {field.label}: values cannot form a numeric array "
                         f"(expected dtype {_dtype_str(field.dtype)})")
@@ -230,20 +237,30 @@ class Spec:
                 field.shape = tuple(col.shape[1:])
 
 
-def _string_array(values: Any) -> np.ndarray:
-    """An object array of ``bytes`` (str encoded as UTF-8), the form TF takes for tf.string."""
-    arr = np.asarray(values, dtype=object)
+def _string_array(values: Any, where: str) -> np.ndarray:
+    """A new object array of ``bytes`` (str encoded as UTF-8), the form TF takes for tf.string."""
+    arr = np.array(values, dtype=object)
     flat = arr.reshape(-1)
     for i, v in enumerate(flat):
-        if isinstance(v, str):
-            flat[i] = v.encode("utf-8")
-        elif isinstance(v, np.str_):
+        if isinstance(v, (str, np.str_)):
             flat[i] = str(v).encode("utf-8")
         elif isinstance(v, np.bytes_):
             flat[i] = bytes(v)
         elif not isinstance(v, bytes):
-            raise SpecError(f"expected str or bytes for a string field, got {type(v).__name__}")
+            raise SpecError(f"{where}: expected dtype string (str or bytes), got {type(v).__name__} {v!r:.40}")
     return arr
+
+
+def _owned(arr: np.ndarray) -> np.ndarray:
+    """A copy in a fresh 64-byte-aligned buffer: the generator may refill its own array after
+    yielding it, and an aligned whole-batch block then goes to TF without another copy."""
+    from .batching import aligned_empty
+
+    if arr.dtype == object:
+        return arr.copy()
+    out = aligned_empty(arr.shape, arr.dtype)
+    np.copyto(out, arr, casting="no")
+    return out
 
 
 def _normalise_shape(shape: Any, name: str) -> Shape:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Iterator, List, Optional, Tuple
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -67,6 +67,14 @@ class Geometry:
         return np.searchsorted(self.offsets, ids, side="right") - 1
 
 
+def geometry(file_rows: Sequence[int], filtered_chunk_rows: Sequence[Optional[int]], row_bytes: int,
+             n_datasets: int) -> Geometry:
+    """The :class:`Geometry` of files with these row counts and per-file largest compressed chunk."""
+    offsets = np.concatenate([[0], np.cumsum(file_rows)]).astype(np.int64)
+    gaps = np.array([merge_gap(row_bytes, n_datasets, c) for c in filtered_chunk_rows], dtype=np.int64)
+    return Geometry(offsets=offsets, max_gap=gaps, row_bytes=max(1, row_bytes), n_datasets=n_datasets)
+
+
 @dataclass
 class Read:
     """One step of a block: read ``slabs``, then place their rows into the output columns.
@@ -83,10 +91,6 @@ class Read:
     take: Optional[np.ndarray] = None
     out_pos: int = 0
     out_index: Optional[np.ndarray] = None
-
-    @property
-    def scratch_rows(self) -> int:
-        return sum(stop - start for _, start, stop in self.slabs)
 
     @property
     def n_out(self) -> int:
@@ -113,7 +117,7 @@ def choose_block_batches(batch_size: int, batches: int, chunk_rows: Optional[int
     return max(1, round(target / unit)) * unit // batch_size
 
 
-def n_blocks(size: int, block_rows: int) -> int:
+def count_blocks(size: int, block_rows: int) -> int:
     return -(-size // block_rows)
 
 

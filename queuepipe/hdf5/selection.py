@@ -13,7 +13,7 @@ from typing import Any, Sequence, Tuple
 
 import numpy as np
 
-from .errors import HDF5InputError, HDF5SelectionError, HDF5TypeError
+from .errors import HDF5SelectionError, HDF5TypeError
 
 
 def runs_to_ids(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
@@ -110,7 +110,10 @@ class Selection:
         if self.is_monotonic:
             return self
         order = np.argsort(self.starts, kind="stable")
-        return Selection(self.starts[order], self.stops[order])
+        by_start = Selection(self.starts[order], self.stops[order])
+        if by_start.is_monotonic:
+            return by_start
+        return Selection.from_ids(np.sort(self.ids()))  # overlapping runs (repeated rows)
 
     def shard(self, index: int, count: int) -> "Selection":
         """Part ``index`` of ``count`` disjoint, contiguous parts of near-equal size (±1 row).
@@ -145,7 +148,29 @@ ROWS_HELP = ("rows must be None (all rows), a slice, an index array (any order),
              "a list of (start, stop) ranges, or a callable (path, n_rows) -> one of these")
 
 
-def normalise_rows(rows: Any, n_rows: int, where: str) -> Selection:
+def select(rows: Any, files: Sequence[Tuple[str, int]]) -> Selection:
+    """The ``rows=`` argument for ``files`` [(path, n_rows)] as a Selection of global row ids.
+
+    A callable is asked per file, ``rows(path, n_rows)``, for file-local rows (a file may
+    contribute none); anything else selects among the global ids of the concatenation.
+    """
+    total = sum(n for _, n in files)
+    if callable(rows):
+        parts, offset = [], 0
+        for path, n in files:
+            local = rows(path, n)
+            where = f"{path}: rows({path!r}, {n}) returned {_short(local)}"
+            parts.append(normalise_rows(local, n, where, allow_empty=True).offset(offset))
+            offset += n
+        sel = Selection.concat(parts)
+        if sel.size == 0:
+            raise HDF5SelectionError(f"rows={rows!r} selected no rows in any of the {len(files)} file(s)")
+        return sel
+    names = files[0][0] if len(files) == 1 else f"{files[0][0]} and {len(files) - 1} more file(s)"
+    return normalise_rows(rows, total, f"{names} ({total} rows in all)")
+
+
+def normalise_rows(rows: Any, n_rows: int, where: str, allow_empty: bool = False) -> Selection:
     """The ``rows=`` argument as a :class:`Selection` of ids in ``[0, n_rows)``.
 
     ``where`` names the rows in errors (e.g. the files they belong to).  Out-of-range
@@ -167,7 +192,7 @@ def normalise_rows(rows: Any, n_rows: int, where: str) -> Selection:
         except Exception as exc:  # ragged nested lists and the like
             raise HDF5TypeError(f"{where}: rows: {ROWS_HELP} ({exc})") from None
         sel = _from_array(arr, n_rows, where)
-    if sel.size == 0:
+    if sel.size == 0 and not allow_empty:
         raise HDF5SelectionError(f"{where}: rows={_short(rows)} selects no rows")
     return sel
 

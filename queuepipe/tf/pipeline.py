@@ -117,24 +117,20 @@ def _quiet_deprecations():
         return contextlib.nullcontext()
 
 
-def _enqueue_split(queue, columns, errors):
-    """Enqueue a block of n batches as n elements (``enqueue_many`` copies each batch once)."""
-    n_batches = tf.shape(errors)[0]
-    parts = []
-    for t in columns:
-        rows = tf.shape(t, out_type=tf.int32)
-        parts.append(tf.reshape(t, tf.concat([[n_batches, rows[0] // n_batches], rows[1:]], 0)))
-    return queue.enqueue_many(parts + [errors], name="enqueue_many")
-
-
 def _enqueue_block(queue, columns, errors, batch_size: int, batches_per_block: int):
-    """The enqueue op of one worker: a block of whole batches becomes batch elements.
+    """The enqueue op of one worker: a block becomes batch elements without another copy.
 
-    A full block of ``batches_per_block`` batches is enqueued as that many dim-0 slices,
-    one ``enqueue`` each, in order: slices of an aligned block share its buffer, so the
-    data is not copied again (``enqueue_many`` would copy every batch).  Blocks of other
-    sizes (early hand-over of slow generators, the final rows) take ``enqueue_many``.
+    The runtime hands over blocks of exactly ``batches_per_block`` batches or of a single
+    (possibly short) batch.  A whole block is enqueued as that many dim-0 slices, one
+    ``enqueue`` each, in order: slices of an aligned block share its buffer (``enqueue_many``
+    would copy every batch, and crashes on zero-size elements).
     """
+    def one_batch():
+        return queue.enqueue(columns + [errors[0]], name="enqueue")
+
+    if batches_per_block == 1:
+        return one_batch()
+
     def whole_block():
         previous = None
         for j in range(batches_per_block):
@@ -144,12 +140,12 @@ def _enqueue_block(queue, columns, errors, batch_size: int, batches_per_block: i
         with tf.control_dependencies([previous]):
             return tf.constant(True)
 
-    def any_block():
-        with tf.control_dependencies([_enqueue_split(queue, columns, errors)]):
+    def single_batch():
+        with tf.control_dependencies([one_batch()]):
             return tf.constant(False)
 
     is_whole = tf.equal(tf.shape(errors)[0], batches_per_block)
-    return tf.cond(is_whole, whole_block, any_block, name="enqueue").op
+    return tf.cond(is_whole, whole_block, single_batch, name="enqueue").op
 
 
 def build_pipeline(runtime: PipelineRuntime, spec: Spec, output_types: Any, *, batch_size: int,
@@ -189,7 +185,7 @@ def build_pipeline(runtime: PipelineRuntime, spec: Spec, output_types: Any, *, b
                     out = tf.identity(t, name=f"field_{len(outputs)}")
                     first = batch_size if not allow_smaller_final_batch else None
                     if field.shape is not None:
-                        out.set_shape([first] + [None if field.padded else d for d in field.shape])
+                        out.set_shape([first] + list(field.shape))
                     else:
                         out.set_shape(tf.TensorShape(None))
                     outputs.append(out)

@@ -1,0 +1,438 @@
+"""Build-time checks of the files and datasets, and what the batch will look like.
+
+Everything a worker could trip over later is checked here, in the calling thread,
+before any worker starts: files that are missing, empty, truncated or not HDF5;
+datasets that are missing, dangling links, groups, scalars or empty; datasets of one
+file with different row counts; files that disagree on a dataset's row shape or
+dtype; dtypes TensorFlow cannot take; filters (compression plugins) this process
+cannot decode.  Each error names the file, the dataset and the reason.
+
+The result, a :class:`Layout`, is small and picklable: it says which datasets to
+read and how, and which output columns (tensors) they feed.
+
+Naming of compound (struct) datasets: one tensor per leaf field.  In a dict of
+datasets, field ``f`` of dataset key ``X`` is key ``"X.f"`` (nested fields
+``"X.f.g"``); a single compound dataset gives a dict keyed ``"f"``, ``"f.g"``.  In a
+tuple of datasets a compound dataset is refused (use a dict).
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import h5py
+import numpy as np
+from h5py import h5z
+
+from .errors import (HDF5FileNotFoundError, HDF5FilterError, HDF5InputError, HDF5TypeError)
+
+ROW_ID = "row_id"
+
+# Filters HDF5 or h5py always carry (szip only where HDF5 was built with it: checked anyway).
+BUILTIN_FILTERS = {1: "deflate (gzip)", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "nbit",
+                   6: "scaleoffset", 32000: "lzf"}
+# Filters the hdf5plugin package registers when imported.
+HDF5PLUGIN_FILTERS = {307: "bzip2", 32001: "blosc", 32004: "lz4", 32008: "bitshuffle", 32013: "zfp",
+                      32015: "zstd", 32017: "sz", 32018: "fcidecomp", 32024: "sz3", 32026: "blosc2"}
+
+SUPPORTED_NUMERIC = {np.dtype(t) for t in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
+                                            "uint32", "uint64", "float16", "float32", "float64",
+                                            "complex64", "complex128")}
+STRING_ROW_BYTES = 64  # a guess at a string's size, for read planning only
+_GLOB = re.compile(r"[*?\[]")
+
+
+@dataclass
+class DatasetRead:
+    """How to read one dataset: a path present in every file, and the columns it feeds.
+
+    kind: "numeric" (read straight into preallocated buffers, converted to native
+    byte order by HDF5), "string" or "compound" (read as numpy arrays, then copied).
+    mem_dtype: numeric only -- the native dtype HDF5 converts to (subarray included).
+    space_shape: the dataspace dims after the row dim.
+    """
+
+    path: str
+    kind: str
+    mem_dtype: Optional[np.dtype]
+    space_shape: Tuple[int, ...]
+    row_bytes: int
+    columns: List[int] = field(default_factory=list)
+
+
+@dataclass
+class Column:
+    """One output tensor before ``map_fn``: a dataset, a compound field of one, or row ids."""
+
+    name: str
+    dataset: Optional[int]          # index into Layout.datasets; None for row ids
+    field: Tuple[str, ...]          # compound field path, () for the whole dataset
+    dtype: np.dtype                 # native; object for strings
+    shape: Tuple[int, ...]          # per-row shape
+
+
+@dataclass
+class FileInfo:
+    """One input file: its rows and per-dataset read settings."""
+
+    path: str
+    n_rows: int
+    cache_bytes: List[int]          # chunk-cache bytes per dataset (0: read around the cache)
+    filtered_chunk_rows: Optional[int]  # largest chunk (rows) of a filtered dataset, if any
+    chunk_rows: Optional[int]       # chunk rows of the widest chunked dataset, if any
+
+
+@dataclass
+class Layout:
+    """Files, datasets to read, and the columns of the batch (before ``map_fn``)."""
+
+    kind: str                       # "single", "tuple" or "dict"
+    keys: Optional[List[str]]       # dict keys (kind == "dict")
+    files: List[FileInfo]
+    datasets: List[DatasetRead]
+    columns: List[Column]
+    plugin_filters: Dict[int, str]  # non-built-in filters the data needs
+
+    @property
+    def row_id_column(self) -> Optional[int]:
+        for i, c in enumerate(self.columns):
+            if c.dataset is None:
+                return i
+        return None
+
+    def pack(self, leaves: List[Any]) -> Any:
+        """Leaves in column order -> the batch structure (one value, tuple or dict)."""
+        if self.kind == "single":
+            return leaves[0]
+        if self.kind == "tuple":
+            return tuple(leaves)
+        return dict(zip(self.keys, leaves))
+
+
+# -- files -----------------------------------------------------------------------------------------
+
+def resolve_files(files: Any) -> List[str]:
+    """A path, a glob or a list of them -> existing absolute paths, in the given order.
+
+    A glob's matches are sorted by name; a pattern that matches nothing is an error.
+    """
+    if isinstance(files, (str, bytes, os.PathLike)):
+        items = [files]
+    else:
+        try:
+            items = list(files)
+        except TypeError:
+            raise HDF5TypeError(f"files must be a path, a glob pattern or a list of paths, "
+                                f"got {type(files).__name__}") from None
+    if not items:
+        raise HDF5InputError("files is empty: pass at least one HDF5 file")
+    paths: List[str] = []
+    for item in items:
+        try:
+            path = os.fsdecode(os.fspath(item))
+        except TypeError:
+            raise HDF5TypeError(f"files: {item!r} is not a path") from None
+        if not os.path.exists(path) and _GLOB.search(path):
+            matches = sorted(glob.glob(path))
+            if not matches:
+                raise HDF5FileNotFoundError(f"{path}: no file matches this glob pattern")
+            paths.extend(matches)
+        else:
+            paths.append(path)
+    for path in paths:
+        if not os.path.exists(path):
+            raise HDF5FileNotFoundError(f"{path}: no such file")
+        if os.path.isdir(path):
+            raise HDF5InputError(f"{path}: is a directory, not an HDF5 file")
+    return [os.path.abspath(p) for p in paths]
+
+
+def open_checked(path: str):
+    """Open ``path`` read-only, with a clear error for empty, non-HDF5 or damaged files."""
+    size = os.path.getsize(path)
+    if size == 0:
+        raise HDF5InputError(f"{path}: empty file (0 bytes), not an HDF5 file")
+    try:
+        is_hdf5 = h5py.is_hdf5(path)
+    except OSError as exc:
+        raise HDF5InputError(f"{path}: cannot be read: {exc}") from None
+    if not is_hdf5:
+        raise HDF5InputError(f"{path}: not an HDF5 file (no HDF5 signature in its {size} bytes)")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise HDF5InputError(f"{path}: cannot be opened as HDF5 (truncated or damaged file?): {exc}") from None
+
+
+# -- datasets ---------------------------------------------------------------------------------------
+
+def normalise_datasets(datasets: Any) -> Tuple[str, Optional[List[str]], List[str]]:
+    """``datasets`` -> (kind, dict keys or None, dataset paths)."""
+    if isinstance(datasets, str):
+        return "single", None, [datasets]
+    if isinstance(datasets, dict):
+        if not datasets:
+            raise HDF5InputError("datasets is an empty dict: name at least one dataset")
+        for k, v in datasets.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise HDF5TypeError(f"datasets: a dict maps names (str) to dataset paths (str), "
+                                    f"got {k!r}: {v!r}")
+        return "dict", list(datasets), list(datasets.values())
+    if isinstance(datasets, (list, tuple)):
+        if not datasets:
+            raise HDF5InputError("datasets is empty: name at least one dataset")
+        for v in datasets:
+            if not isinstance(v, str):
+                raise HDF5TypeError(f"datasets: expected dataset paths (str), got {v!r}")
+        return "tuple", None, list(datasets)
+    raise HDF5TypeError("datasets must be a dataset path, a list/tuple of paths or a dict "
+                        f"{{name: path}}, got {type(datasets).__name__}")
+
+
+def get_dataset(f, path: str, file: str):
+    """``f[path]`` as a Dataset, or an error saying which link or name is missing and why."""
+    try:
+        obj = f[path]
+    except (KeyError, OSError, ValueError) as exc:
+        raise _missing(f, path, file, exc) from None
+    if not isinstance(obj, h5py.Dataset):
+        raise HDF5InputError(f"{file}: '{path}' is a {type(obj).__name__.lower()}, not a dataset")
+    return obj
+
+
+def _missing(f, path: str, file: str, exc: BaseException) -> Exception:
+    """Explain why ``path`` cannot be opened: walk it link by link."""
+    parts = [p for p in path.split("/") if p]
+    current = "/"
+    for part in parts:
+        try:
+            group = f[current]
+        except Exception:
+            break
+        if not isinstance(group, h5py.Group):
+            return HDF5InputError(f"{file}: dataset '{path}' not found: '{current}' is not a group")
+        link = group.get(part, getlink=True)
+        here = current.rstrip("/") + "/" + part
+        if link is None:
+            names = sorted(group.keys())
+            shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+            return HDF5InputError(f"{file}: dataset '{path}' not found: group '{current}' has no member "
+                                  f"'{part}' (it has: {shown or 'nothing'})")
+        if isinstance(link, h5py.SoftLink):
+            if f.get(link.path if link.path.startswith("/") else current.rstrip("/") + "/" + link.path) is None:
+                return HDF5InputError(f"{file}: dataset '{path}': soft link '{here}' -> '{link.path}' is "
+                                      f"dangling (no object at '{link.path}')")
+        elif isinstance(link, h5py.ExternalLink):
+            target = link.filename
+            if not os.path.isabs(target):
+                target = os.path.join(os.path.dirname(file), target)
+            if not os.path.exists(target):
+                return HDF5FileNotFoundError(f"{file}: dataset '{path}': external link '{here}' -> "
+                                             f"'{link.filename}:{link.path}' is dangling: file {target} "
+                                             f"does not exist")
+            try:
+                f[here]
+            except Exception as inner:
+                return HDF5InputError(f"{file}: dataset '{path}': external link '{here}' -> "
+                                      f"'{link.filename}:{link.path}' cannot be followed: {inner}")
+        current = here
+    return HDF5InputError(f"{file}: dataset '{path}' cannot be opened: {exc}")
+
+
+def _leaf_columns(dtype: np.dtype, shape: Tuple[int, ...], prefix: Tuple[str, ...], where: str
+                  ) -> List[Tuple[Tuple[str, ...], np.dtype, Tuple[int, ...]]]:
+    """(field path, native dtype, per-row shape) of each tensor a dtype becomes."""
+    label = f"{where}{' field ' + '.'.join(prefix) if prefix else ''}"
+    if h5py.check_string_dtype(dtype) is not None:
+        return [(prefix, np.dtype(object), shape)]
+    if h5py.check_vlen_dtype(dtype) is not None:
+        raise HDF5TypeError(f"{label}: variable-length (ragged) arrays of {h5py.check_vlen_dtype(dtype)} "
+                            f"are not supported (only variable-length strings are)")
+    if h5py.check_ref_dtype(dtype) is not None:
+        raise HDF5TypeError(f"{label}: object/region references are not supported")
+    if dtype.subdtype is not None:
+        base, sub = dtype.subdtype
+        return _leaf_columns(base, shape + tuple(sub), prefix, where)
+    if dtype.names is not None:
+        leaves = []
+        for name in dtype.names:
+            leaves.extend(_leaf_columns(dtype.fields[name][0], shape, prefix + (name,), where))
+        return leaves
+    if dtype.kind == "S":
+        return [(prefix, np.dtype(object), shape)]
+    native = dtype.newbyteorder("=")
+    if native not in SUPPORTED_NUMERIC:
+        what = "opaque data" if dtype.kind == "V" else f"dtype {dtype}"
+        raise HDF5TypeError(f"{label}: {what} has no TensorFlow equivalent (supported: bool, "
+                            f"(u)int8-64, float16/32/64, complex64/128, strings, compounds of these)")
+    return [(prefix, native, shape)]
+
+
+def _dataset_read(dset, path: str, file: str, key: Optional[str], kind: str) -> Tuple[DatasetRead, List[Column]]:
+    """How to read a dataset, and its output columns (named after ``key``)."""
+    where = f"{file}: dataset '{path}'"
+    shape = dset.shape
+    if shape is None:
+        raise HDF5InputError(f"{where} has no dataspace (an empty/null dataset): nothing to read")
+    if len(shape) == 0:
+        raise HDF5InputError(f"{where} is a scalar: a dataset needs a leading row dimension")
+    if shape[0] == 0:
+        raise HDF5InputError(f"{where} has 0 rows")
+    dtype = dset.dtype
+    space = tuple(int(d) for d in shape[1:])
+    leaves = _leaf_columns(dtype, space, (), where)
+    if dtype.names is not None:
+        if kind == "tuple":
+            raise HDF5TypeError(f"{where} has a compound dtype ({len(leaves)} fields): pass datasets as a "
+                                f"dict to get one tensor per field, named '<key>.<field>'")
+        read_kind, mem = "compound", None
+        row_bytes = sum(STRING_ROW_BYTES * int(np.prod(s)) if d == object else d.itemsize * int(np.prod(s))
+                        for _, d, s in leaves)
+    elif leaves[0][1] == np.dtype(object):
+        read_kind, mem = "string", None
+        row_bytes = STRING_ROW_BYTES * int(np.prod(leaves[0][2]))
+    else:
+        read_kind = "numeric"
+        base = leaves[0][1]
+        mem = np.dtype((base, dtype.subdtype[1])) if dtype.subdtype is not None else base
+        row_bytes = base.itemsize * int(np.prod(leaves[0][2]))
+    columns = []
+    for fpath, d, s in leaves:
+        if fpath:
+            name = ".".join(fpath) if key is None else f"{key}.{'.'.join(fpath)}"
+        else:
+            name = path if key is None else key
+        columns.append(Column(name=name, dataset=None, field=fpath, dtype=d, shape=s))
+    return DatasetRead(path=path, kind=read_kind, mem_dtype=mem, space_shape=space, row_bytes=row_bytes), columns
+
+
+def filters_of(dset) -> List[Tuple[int, str, int]]:
+    """(filter id, name, flags) of a dataset's filter pipeline, in order."""
+    dcpl = dset.id.get_create_plist()
+    out = []
+    for i in range(dcpl.get_nfilters()):
+        code, flags, _values, name = dcpl.get_filter(i)
+        out.append((int(code), name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name),
+                    int(flags)))
+    return out
+
+
+def filter_available(code: int) -> bool:
+    """Whether this process can decode HDF5 filter ``code`` (tries loading plugins)."""
+    try:
+        return bool(h5z.filter_avail(code))
+    except Exception:
+        return False
+
+
+def missing_filter_message(file: str, path: str, code: int, name: str) -> str:
+    """The error text for a filter that cannot be decoded, with the way to get it."""
+    known = HDF5PLUGIN_FILTERS.get(code)
+    label = f"{code} ('{known or BUILTIN_FILTERS.get(code) or name or 'unknown'}')"
+    if known:
+        hint = ("It is provided by the hdf5plugin package: `pip install hdf5plugin`, then "
+                "`import hdf5plugin` before building the pipeline.")
+    else:
+        hint = ("Install a plugin that provides it (the hdf5plugin package provides many: "
+                "`pip install hdf5plugin`, then `import hdf5plugin`), or point HDF5_PLUGIN_PATH at one.")
+    return (f"{file}: dataset '{path}' is compressed with HDF5 filter {label}, which is not available "
+            f"in this process, so it cannot be read. {hint}")
+
+
+def _file_settings(dset, file: str, path: str, plugin: Dict[int, str]
+                   ) -> Tuple[int, Optional[int], Optional[int]]:
+    """(chunk-cache bytes, filtered chunk rows, chunk rows) of one dataset in one file."""
+    filters = filters_of(dset)
+    for code, name, _flags in filters:
+        # even an "optional" filter (h5py marks every custom filter so) was applied to the
+        # chunks it could compress: reading them needs it
+        if not filter_available(code):
+            raise HDF5FilterError(missing_filter_message(file, path, code, name))
+        if code not in BUILTIN_FILTERS:
+            plugin[code] = name or HDF5PLUGIN_FILTERS.get(code, "unknown")
+    chunks = dset.chunks
+    if chunks is None:
+        return 0, None, None
+    whole_rows = tuple(chunks[1:]) == tuple(dset.shape[1:])
+    if not filters and whole_rows:
+        # a row range of such a chunk is one contiguous piece of the file: read it straight
+        # into our buffer around the cache (one copy, not two)
+        return 0, None, int(chunks[0])
+    # cache two bands of chunks (all chunks side by side for one chunk of rows), so reads
+    # that share a chunk -- or cut a band into column pieces -- decode/fetch it once
+    band = int(np.prod([-(-n // c) for n, c in zip(dset.shape[1:], chunks[1:])], dtype=np.int64))
+    chunk_bytes = int(np.prod(chunks, dtype=np.int64)) * max(1, dset.dtype.itemsize)
+    cache = int(min(max(1 << 20, 2 * band * chunk_bytes), 256 << 20))
+    return cache, (int(chunks[0]) if filters else None), int(chunks[0])
+
+
+def inspect_files(paths: List[str], datasets: Any, *, with_row_ids: bool = False) -> Layout:
+    """Open every file once (and close it), check everything, and describe the batch."""
+    kind, keys, dpaths = normalise_datasets(datasets)
+    reads: List[DatasetRead] = []
+    columns: List[Column] = []
+    files: List[FileInfo] = []
+    plugin: Dict[int, str] = {}
+    first_file = paths[0]
+    for fi, file in enumerate(paths):
+        with open_checked(file) as f:
+            n_rows = None
+            cache, filtered_rows, chunk_rows, widest = [], None, None, -1
+            for di, path in enumerate(dpaths):
+                dset = get_dataset(f, path, file)
+                key = keys[di] if kind == "dict" else None
+                read, cols = _dataset_read(dset, path, file, key, kind)
+                if fi == 0:
+                    read.columns = list(range(len(columns), len(columns) + len(cols)))
+                    for c in cols:
+                        c.dataset = di
+                    reads.append(read)
+                    columns.extend(cols)
+                else:
+                    _check_same(reads[di], [columns[i] for i in reads[di].columns], read, cols,
+                                first_file, file, path)
+                rows = int(dset.shape[0])
+                if n_rows is None:
+                    n_rows, first_path = rows, path
+                elif rows != n_rows:
+                    raise HDF5InputError(f"{file}: datasets have different numbers of rows: '{first_path}' "
+                                         f"has {n_rows}, '{path}' has {rows} (every selected dataset of a "
+                                         f"file must have one row per sample)")
+                c_bytes, f_rows, c_rows = _file_settings(dset, file, path, plugin)
+                cache.append(c_bytes)
+                if f_rows is not None:
+                    filtered_rows = max(filtered_rows or 0, f_rows)
+                if c_rows is not None and read.row_bytes > widest:
+                    chunk_rows, widest = c_rows, read.row_bytes
+            files.append(FileInfo(file, n_rows, cache, filtered_rows, chunk_rows))
+    if kind == "single" and (len(columns) > 1 or columns[0].field):
+        kind, keys = "dict", [c.name for c in columns]
+    elif kind == "dict":
+        keys = [c.name for c in columns]
+        if len(set(keys)) != len(keys):
+            raise HDF5InputError(f"datasets: output names collide after expanding compound fields: {keys}")
+    if with_row_ids:
+        if kind == "dict" and ROW_ID in keys:
+            raise HDF5InputError(f"with_row_ids=True adds the key '{ROW_ID}', but datasets already has one")
+        columns.append(Column(ROW_ID, None, (), np.dtype(np.int64), ()))
+        if kind == "dict":
+            keys = keys + [ROW_ID]
+        else:
+            kind = "tuple"
+    return Layout(kind, keys if kind == "dict" else None, files, reads, columns, plugin)
+
+
+def _check_same(read: DatasetRead, cols: List[Column], other: DatasetRead, other_cols: List[Column],
+                first: str, file: str, path: str) -> None:
+    a = [(c.field, c.dtype, c.shape) for c in cols]
+    b = [(c.field, c.dtype, c.shape) for c in other_cols]
+    if a != b or read.kind != other.kind:
+        def show(cs):
+            return ", ".join(f"{'.'.join(c.field) or 'rows'}: {'string' if c.dtype == object else c.dtype} "
+                             f"{c.shape}" for c in cs)
+        raise HDF5InputError(f"{file}: dataset '{path}' differs from the same dataset in {first}: "
+                             f"[{show(other_cols)}] vs [{show(cols)}] (all files must agree on row shape "
+                             f"and dtype)")
