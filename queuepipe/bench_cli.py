@@ -15,11 +15,9 @@ and are reused by the repository's benchmark harness (``python -m benchmarks.run
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import os
-import statistics
 import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -111,31 +109,35 @@ def row_nbytes(datasets: Sequence[Any]) -> int:
 
 def read_slabs(path: str, names: Sequence[str], rows: Optional[np.ndarray], *,
                max_slab_rows: int = 2048, part: int = 0, parts: int = 1,
-               deadline: Optional[float] = None) -> int:
+               deadline: Optional[float] = None, min_seconds: float = 0.0) -> int:
     """Read this part's share of the slabs of ``rows`` (sorted or None); returns rows delivered.
 
     The best plain-h5py way: ``read_direct`` of chunk-aligned slabs into reused buffers,
-    selected rows picked out in numpy."""
+    selected rows picked out in numpy.  Passes over the share repeat until ``min_seconds``
+    have gone by (a tiny selection is otherwise all start-up), never past ``deadline``."""
     import h5py
+    t0 = time.perf_counter()
     with h5py.File(path, "r") as f:
         dsets = [f[k] for k in names]
         n = dsets[0].shape[0]
         plan = slab_plan(rows, n, chunk_rows_of(dsets[0]), max_slab_rows)
-        lo_k, hi_k = len(plan) * part // parts, len(plan) * (part + 1) // parts
-        if not plan[lo_k:hi_k]:
+        mine = plan[len(plan) * part // parts: len(plan) * (part + 1) // parts]
+        if not mine:
             return 0
-        longest = max(hi - lo for lo, hi, _, _ in plan[lo_k:hi_k])
+        longest = max(hi - lo for lo, hi, _, _ in mine)
         bufs = [np.empty((longest,) + d.shape[1:], d.dtype) for d in dsets]
         delivered = 0
-        for lo, hi, start, stop in plan[lo_k:hi_k]:
-            for d, buf in zip(dsets, bufs):
-                d.read_direct(buf, np.s_[lo:hi], np.s_[0:hi - lo])
-                if rows is not None:
-                    buf.take(rows[start:stop] - lo, axis=0)  # the selected rows, as a new array
-            delivered += stop - start
-            if deadline is not None and time.perf_counter() > deadline:
-                break
-        return delivered
+        while True:
+            for lo, hi, start, stop in mine:
+                for d, buf in zip(dsets, bufs):
+                    d.read_direct(buf, np.s_[lo:hi], np.s_[0:hi - lo])
+                    if rows is not None:
+                        buf.take(rows[start:stop] - lo, axis=0)  # the selected rows, as a new array
+                delivered += stop - start
+                if deadline is not None and time.perf_counter() > deadline:
+                    return delivered
+            if time.perf_counter() - t0 >= min_seconds:
+                return delivered
 
 
 def in_processes(fn: Callable[[int, int], int], parts: int) -> Tuple[int, float]:
@@ -192,14 +194,16 @@ def in_processes(fn: Callable[[int, int], int], parts: int) -> Tuple[int, float]
 
 
 def limit_read(path: str, names: Sequence[str], rows: Optional[np.ndarray], *, procs: int = 1,
-               max_slab_rows: int = 2048, seconds: Optional[float] = None) -> Tuple[int, float]:
-    """(rows, seconds) for reading ``rows`` (any order; read sorted) in ``procs`` processes."""
+               max_slab_rows: int = 2048, seconds: Optional[float] = None,
+               min_seconds: float = 0.2) -> Tuple[int, float]:
+    """(rows, seconds) for reading ``rows`` (any order; read sorted) in ``procs`` processes:
+    at least one pass and ``min_seconds``, at most ``seconds``."""
     srt = None if rows is None else np.sort(rows)
 
     def part(k: int, parts: int) -> int:
         deadline = None if seconds is None else time.perf_counter() + seconds
         return read_slabs(path, names, srt, max_slab_rows=max_slab_rows, part=k, parts=parts,
-                          deadline=deadline)
+                          deadline=deadline, min_seconds=min(min_seconds, seconds or min_seconds))
 
     return in_processes(part, procs)
 
@@ -233,7 +237,7 @@ def limit_consumer(batch: Sequence[np.ndarray], *, seconds: float = 1.0, warmup:
     graph = tf.Graph()
     with graph.as_default():
         variables = [tf1.Variable(b, trainable=False) for b in batch]
-        op = make_consumer([v.read_value() if hasattr(v, "read_value") else v for v in variables])
+        op = make_consumer([v.read_value() for v in variables])
         with tf1.Session(graph=graph) as sess:
             sess.run(tf1.global_variables_initializer())
             for _ in range(warmup):
@@ -251,42 +255,18 @@ def limit_consumer(batch: Sequence[np.ndarray], *, seconds: float = 1.0, warmup:
 
 
 # --------------------------------------------------------------------------------------
-# from_hdf5, whatever its exact keyword names turn out to be
+# from_hdf5
 # --------------------------------------------------------------------------------------
-
-_ROWS_NAMES = ("rows", "selection", "indices", "index", "select")
 
 
 def build_hdf5_pipeline(path: str, names: Sequence[str], rows: Optional[np.ndarray], *, batch_size: int,
                         workers: int, mode: str, shuffle: bool = False, num_epochs: int = 1,
                         seed: Optional[int] = None, allow_smaller_final_batch: bool = True):
-    """``queuepipe.from_hdf5(path, datasets, rows=..., ...)``; returns (pipeline, [tensors in
-    ``names`` order]).  Passes only the keywords the installed from_hdf5 accepts."""
+    """``queuepipe.from_hdf5`` over ``names``; returns (pipeline, [tensors in ``names`` order])."""
     import queuepipe
-    fn = queuepipe.from_hdf5
-    try:
-        from queuepipe.hdf5_api import from_hdf5 as impl  # the real signature, not the wrapper's
-        params = inspect.signature(impl).parameters
-    except ImportError:
-        raise
-    except (TypeError, ValueError):
-        params = {}
-    wanted: Dict[str, Any] = dict(batch_size=batch_size, workers=workers, mode=mode, shuffle=shuffle,
-                                  num_epochs=num_epochs, seed=seed,
-                                  allow_smaller_final_batch=allow_smaller_final_batch)
-    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) or not params
-    kwargs = {k: v for k, v in wanted.items() if accepts_any or k in params}
-    for must in ("batch_size", "workers", "mode"):
-        if must not in kwargs:
-            raise TypeError(f"from_hdf5 takes no {must!r} keyword")
-    if shuffle and "shuffle" not in kwargs:
-        raise TypeError("from_hdf5 takes no 'shuffle' keyword")
-    if rows is not None:
-        name = next((k for k in _ROWS_NAMES if k in params), "rows" if accepts_any else None)
-        if name is None:
-            raise TypeError(f"from_hdf5 has no row-selection keyword (tried {', '.join(_ROWS_NAMES)})")
-        kwargs[name] = rows
-    pipe = fn(path, list(names), **kwargs)
+    pipe = queuepipe.from_hdf5(path, list(names), rows=rows, batch_size=batch_size, workers=workers,
+                               mode=mode, shuffle=shuffle, num_epochs=num_epochs, seed=seed,
+                               allow_smaller_final_batch=allow_smaller_final_batch)
     return pipe, batch_tensors(pipe.batch, names)
 
 
@@ -308,18 +288,21 @@ def _fmt_rate(x: float) -> str:
     return f"{x / 1e6:.2f} M" if x >= 1e6 else (f"{x / 1e3:.1f} k" if x >= 1e3 else f"{x:.0f} ")
 
 
-def run_trial(path: str, names: Sequence[str], rows: Optional[np.ndarray], *, batch_size: int,
-              workers: int, mode: str, seconds: float, progress: bool = True,
-              warmup_batches: int = 4) -> Dict[str, Any]:
-    """One pass of ``rows`` through from_hdf5 (capped at ``seconds``); samples/s after warm-up."""
+def run_trial(path: str, names: Sequence[str], rows: Optional[np.ndarray], n_sel: int, *, batch_size: int,
+               workers: int, mode: str, seconds: float, progress: bool = True,
+               warmup_batches: int = 4) -> Dict[str, Any]:
+    """The selection through from_hdf5 -- one epoch, or as many as make 64 batches per worker
+    (a small selection is otherwise all warm-up) -- capped at ``seconds``; samples/s after
+    ``warmup_batches``."""
     import tensorflow as tf
     import queuepipe
     tf1 = tf.compat.v1
-    total_rows = None if rows is None else len(rows)
+    epochs = max(1, math.ceil(64 * batch_size * workers / max(1, n_sel)))
+    total_rows = epochs * n_sel
     graph = tf.Graph()
     with graph.as_default():
         pipe, tensors = build_hdf5_pipeline(path, names, rows, batch_size=batch_size, workers=workers,
-                                            mode=mode)
+                                            mode=mode, num_epochs=epochs)
         op = consumer_op(tensors)
         fetch = [op, tf.shape(tensors[0])[0]]
         bar = None
@@ -357,7 +340,7 @@ def run_trial(path: str, names: Sequence[str], rows: Optional[np.ndarray], *, ba
         rate = timed / (t_last - t0)
     else:  # too little data for a warm-up: count everything after the first batch
         rate = done / max(1e-9, time.perf_counter() - t_start)
-    return {"workers": workers, "mode": mode, "rows": done, "samples_per_s": rate,
+    return {"workers": workers, "mode": mode, "rows": done, "epochs": epochs, "samples_per_s": rate,
             "first_batch_s": first}
 
 
@@ -372,7 +355,7 @@ def _open_info(path: str, names: Sequence[str]):
         n = dsets[0].shape[0]
         bad = [k for k, d in zip(names, dsets) if d.shape[0] != n]
         if bad:
-            raise SystemExit(f"queuepipe bench: datasets differ in length: "
+            raise SystemExit("queuepipe bench: datasets differ in length: "
                              + ", ".join(f"{k}={f[k].shape[0]}" for k in names))
         return n, row_nbytes(dsets), [(d.shape, d.dtype, d.chunks, d.compression) for d in dsets]
 
@@ -388,17 +371,21 @@ def _first_batch(path: str, names: Sequence[str], rows: Optional[np.ndarray], ba
         return [np.concatenate([o] * reps)[:batch_size] for o in out]
 
 
-def verdict(best: Dict[str, Any], trials: List[Dict[str, Any]], consumer: float, read: float) -> str:
+def verdict(best: Dict[str, Any], trials: List[Dict[str, Any]], consumer: float, read: float,
+            compressed: bool = False) -> str:
     rate = best["samples_per_s"]
     sat = next(t for t in trials if t["samples_per_s"] >= 0.95 * rate)
     if rate >= 0.85 * consumer:
         kind = ("compute-bound: the input keeps up with the session "
                 f"({rate / consumer:.2f}x limit-consumer); your model's step is the bottleneck")
-    elif read < 1.2 * rate:
-        kind = (f"input-bound by reading/decompression: from_hdf5 at {rate / read:.2f}x limit-read; "
-                "more processes, a lighter compression or larger chunks help")
+    elif rate >= 0.8 * read:
+        hint = ("try --mode process: h5py serialises reads across threads" if best["mode"] == "thread"
+                else "more processes, larger chunks" + (" or lighter compression" if compressed else ""))
+        kind = (f"input-bound by reading{' and decompression' if compressed else ''}: from_hdf5 at "
+                f"{rate / read:.2f}x limit-read, {rate / consumer:.2f}x limit-consumer ({hint})")
     else:
-        kind = (f"input-bound: {rate / consumer:.2f}x limit-consumer, {rate / read:.2f}x limit-read")
+        kind = (f"input-bound by the pipeline: from_hdf5 at {rate / read:.2f}x limit-read and "
+                f"{rate / consumer:.2f}x limit-consumer")
     tried = ", ".join(str(t["workers"]) for t in trials)
     return (f"verdict: {kind}; {sat['workers']} {sat['mode']} worker(s) saturate it "
             f"({_fmt_rate(sat['samples_per_s'])}samples/s; tried {tried})")
@@ -462,7 +449,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     trials = []
     for w in range(1, args.workers + 1):
         try:
-            t = run_trial(args.file, names, rows, batch_size=args.batch_size, workers=w, mode=args.mode,
+            t = run_trial(args.file, names, rows, n_sel, batch_size=args.batch_size, workers=w, mode=args.mode,
                           seconds=args.seconds, progress=not args.no_progress)
         except Exception as exc:  # noqa: BLE001 - a CLI reports, it does not dump a traceback
             print(f"from_hdf5 {args.mode} x{w}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -472,7 +459,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"from_hdf5 {args.mode:7s} x{w}: {_fmt_rate(r)}samples/s  {r * mb:8.1f} MB/s  "
               f"{r / consumer:.2f}x limit-consumer  {r / read:.2f}x limit-read")
     best = max(trials, key=lambda t: t["samples_per_s"])
-    line = verdict(best, trials, consumer, read)
+    line = verdict(best, trials, consumer, max(read, read_procs or 0.0),
+                   compressed=any(comp for _, _, _, comp in info))
     print(line)
     if args.json:
         with open(args.json, "w") as f:

@@ -13,21 +13,31 @@ set -euo pipefail
 VENV="${1:-${QUEUEPIPE_PEERS_VENV:-/work/peers-venv}}"
 PY="${PYTHON:-python3}"
 
+if [ -e "$VENV" ] && [ "${REBUILD:-0}" = 1 ]; then rm -rf "$VENV"; fi
 "$PY" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 # The same TensorFlow / NumPy generation as the main environment.
 "${PIP[@]}" tensorflow-cpu h5py numpy
 # tensorpack: its runtime deps are pure-Python or have wheels (msgpack, pyzmq, psutil, tabulate...).
 "${PIP[@]}" tensorpack
-# tftables: its dependency multitables pulls in PyTables ("tables"), which has wheels for cp311.
-"${PIP[@]}" tftables
-"$VENV/bin/python" - <<'PY'
+# tftables: it declares a dependency on the full "tensorflow" wheel, which would install a second
+# TensorFlow over tensorflow-cpu; install it without dependencies and bring its real ones
+# (multitables -> PyTables "tables", msgpack, wrapt) explicitly.
+"${PIP[@]}" multitables
+"${PIP[@]}" --no-deps tftables
+# Check that both import with the run-time shims of benchmarks/peers/compat.py (what they needed).
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+PYTHONPATH="$REPO" TF_CPP_MIN_LOG_LEVEL=2 "$VENV/bin/python" - <<'PY'
 import importlib
-for name in ("tensorflow", "h5py", "numpy", "tensorpack", "tftables"):
+from benchmarks.peers import compat
+for name, load in (("tensorpack", compat.import_tensorpack), ("tftables", compat.import_tftables)):
     try:
-        mod = importlib.import_module(name)
-        print(f"{name:12s} {getattr(mod, '__version__', '?')}")
+        load()
+        print(f"{name:12s} ok")
     except Exception as exc:  # recorded, not fatal: the benchmark reports it per row
         print(f"{name:12s} import failed: {type(exc).__name__}: {exc}")
+for name in ("tensorflow", "numpy", "h5py", "tables", "tensorpack", "wrapt"):
+    print(f"{name:12s} {getattr(importlib.import_module(name), '__version__', '?')}")
+print("shims:", *compat.APPLIED, sep="\n  ")
 PY
 echo "peers venv ready: $VENV"

@@ -1,0 +1,1 @@
+"""The queuepipe benchmark harness: ``python -m benchmarks.run [--quick]`` (see BENCHMARKS.md)."""

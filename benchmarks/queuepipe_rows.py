@@ -1,0 +1,50 @@
+"""queuepipe rows: from_hdf5 (W1, W3, W5) and from_generator (W2, W4), thread or process workers.
+
+A queuepipe entry point that is missing or raises before the first batch (``from_hdf5``
+not written yet, ``mode="process"`` not implemented...) makes the row
+``not available: <error>`` instead of failing the run.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from .references import session_repeats
+from .workloads import FEATURES, ProducerGen, load_rows, make_consumer
+
+
+class NotAvailable(Exception):
+    pass
+
+
+def run(ctx: Dict[str, Any]) -> Dict[str, Any]:
+    consumer = make_consumer(ctx)
+
+    def build():
+        try:
+            if ctx["kind"] == "hdf5":
+                from queuepipe.bench_cli import build_hdf5_pipeline
+                pipe, tensors = build_hdf5_pipeline(
+                    str(ctx["path"]), ["X", "y"], load_rows(ctx), batch_size=ctx["batch"],
+                    workers=ctx["workers"], mode=ctx["mode"], shuffle=ctx["shuffle"],
+                    num_epochs=ctx["epochs"], seed=ctx["seed"], allow_smaller_final_batch=True)
+            else:
+                import tensorflow as tf
+                import queuepipe
+                pipe = queuepipe.from_generator(
+                    ProducerGen(ctx), (tf.float32, tf.int64), ((FEATURES,), ()), batch_size=ctx["batch"],
+                    workers=ctx["workers"], mode=ctx["mode"], num_epochs=1, seed=ctx["seed"],
+                    allow_smaller_final_batch=True)
+                tensors = list(pipe.batch)
+        except Exception as exc:  # noqa: BLE001 - reported as the row's status
+            raise NotAvailable(f"{type(exc).__name__}: {exc}") from exc
+        x, y = tensors[0], tensors[1]
+        return [consumer([x, y]), y], None
+
+    try:
+        return session_repeats(ctx, build, runners="queuepipe")
+    except NotAvailable as exc:
+        return {"status": "not available", "reason": str(exc)}
+    except Exception as exc:  # noqa: BLE001
+        if getattr(exc, "bench_batches", 0) == 0:  # failed starting up: e.g. mode="process" missing
+            return {"status": "not available", "reason": f"{type(exc).__name__}: {exc}"}
+        raise
