@@ -85,8 +85,10 @@ def from_hdf5(files: Any, datasets: Any, *, rows: Any = None, batch_size: int, w
     fails later (a corrupt chunk) raises :class:`queuepipe.hdf5.errors.HDF5ReadError`
     at the next ``sess.run`` of the batch, naming file, dataset, rows and h5py's error.
     """
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    for arg, value in (("batch_size", batch_size),
+                       ("batches_per_block", 1 if batches_per_block is None else batches_per_block)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{arg} must be a positive int, got {value!r}")
     if num_epochs is not None and (isinstance(num_epochs, bool) or not isinstance(num_epochs, int)
                                    or num_epochs < 1):
         raise ValueError(f"num_epochs must be a positive int or None, got {num_epochs!r}")
@@ -104,7 +106,8 @@ def from_hdf5(files: Any, datasets: Any, *, rows: Any = None, batch_size: int, w
         except Exception as exc:
             raise TypeError(f"mode='process' sends map_fn to each worker process: map_fn must be picklable, "
                             f"but pickling failed: {exc}. Use a top-level function or "
-                            f"functools.partial(top_level_fn, ...), not a lambda or nested function") from None
+                            f"functools.partial(top_level_fn, ...), not a lambda or nested "
+                            f"function") from None
     shard = _check_shard(shard)
 
     layout = inspect_files(resolve_files(files), datasets, with_row_ids=with_row_ids)
@@ -129,7 +132,7 @@ def from_hdf5(files: Any, datasets: Any, *, rows: Any = None, batch_size: int, w
                                          layout.files[0].chunk_rows)
     else:
         per_block = batches_per_block
-    block_rows = per_block * batch_size if isinstance(per_block, int) and per_block > 0 else batch_size
+    block_rows = per_block * batch_size
     if shuffle:  # whole blocks: the batcher then never cuts a block early, so a seed reproduces
         wanted = 16 * batch_size if min_after_dequeue is None else max(1, int(min_after_dequeue))
         min_after_dequeue = math.ceil(wanted / block_rows) * block_rows
@@ -138,9 +141,11 @@ def from_hdf5(files: Any, datasets: Any, *, rows: Any = None, batch_size: int, w
     # a worker process starts without the parent's imports: let it register the same plugins
     plugins = ("hdf5plugin",) if layout.plugin_filters and "hdf5plugin" in sys.modules else ()
 
-    geo = geometry([f.n_rows for f in layout.files], [f.filtered_chunk_rows for f in layout.files],
-                   sum(d.row_bytes for d in layout.datasets), len(layout.datasets))
-    source = HDF5Source(layout, selection, geo, block_rows=block_rows, shuffle=shuffle,
+    files_rows = [f.n_rows for f in layout.files]
+    geometries = [geometry(files_rows, [f.filtered_chunk_rows[di] for f in layout.files], d.row_bytes,
+                           [f.raw[di] for f in layout.files])
+                  for di, d in enumerate(layout.datasets)]
+    source = HDF5Source(layout, selection, geometries, block_rows=block_rows, shuffle=shuffle,
                         seed=seed, num_epochs=num_epochs, spec=spec, map_fn=map_fn,
                         map_per_sample=map_per_sample, plugin_modules=plugins)
     return make_pipeline(source, spec, output_types, batch_size=batch_size, workers=workers, mode=mode,

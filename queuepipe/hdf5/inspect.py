@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import h5py
 import numpy as np
-from h5py import h5z
+from h5py import h5d, h5z
 
 from .errors import (HDF5FileNotFoundError, HDF5FilterError, HDF5InputError, HDF5TypeError)
 
@@ -52,13 +52,11 @@ class DatasetRead:
     kind: "numeric" (read straight into preallocated buffers, converted to native
     byte order by HDF5), "string" or "compound" (read as numpy arrays, then copied).
     mem_dtype: numeric only -- the native dtype HDF5 converts to (subarray included).
-    space_shape: the dataspace dims after the row dim.
     """
 
     path: str
     kind: str
     mem_dtype: Optional[np.dtype]
-    space_shape: Tuple[int, ...]
     row_bytes: int
     columns: List[int] = field(default_factory=list)
 
@@ -76,13 +74,14 @@ class Column:
 
 @dataclass
 class FileInfo:
-    """One input file: its rows and per-dataset read settings."""
+    """One input file: its rows and per-dataset read settings (lists: one entry per dataset)."""
 
     path: str
     n_rows: int
-    cache_bytes: List[int]          # chunk-cache bytes per dataset (0: read around the cache)
-    filtered_chunk_rows: Optional[int]  # largest chunk (rows) of a filtered dataset, if any
-    chunk_rows: Optional[int]       # chunk rows of the widest chunked dataset, if any
+    cache_bytes: List[int]                    # chunk-cache bytes (0: read around the cache)
+    filtered_chunk_rows: List[Optional[int]]  # chunk rows of a compressed (filtered) dataset
+    raw: List[bool]                           # rows are plain bytes at known offsets (see reader)
+    chunk_rows: Optional[int]                 # chunk rows of the widest chunked dataset, if any
 
 
 @dataclass
@@ -164,7 +163,8 @@ def open_checked(path: str):
     try:
         return h5py.File(path, "r")
     except OSError as exc:
-        raise HDF5InputError(f"{path}: cannot be opened as HDF5 (truncated or damaged file?): {exc}") from None
+        raise HDF5InputError(f"{path}: cannot be opened as HDF5 (truncated or damaged file?): "
+                             f"{exc}") from None
 
 
 # -- datasets ---------------------------------------------------------------------------------------
@@ -222,7 +222,8 @@ def _missing(f, path: str, file: str, exc: BaseException) -> Exception:
             return HDF5InputError(f"{file}: dataset '{path}' not found: group '{current}' has no member "
                                   f"'{part}' (it has: {shown or 'nothing'})")
         if isinstance(link, h5py.SoftLink):
-            if f.get(link.path if link.path.startswith("/") else current.rstrip("/") + "/" + link.path) is None:
+            target = link.path if link.path.startswith("/") else current.rstrip("/") + "/" + link.path
+            if f.get(target) is None:
                 return HDF5InputError(f"{file}: dataset '{path}': soft link '{here}' -> '{link.path}' is "
                                       f"dangling (no object at '{link.path}')")
         elif isinstance(link, h5py.ExternalLink):
@@ -271,7 +272,8 @@ def _leaf_columns(dtype: np.dtype, shape: Tuple[int, ...], prefix: Tuple[str, ..
     return [(prefix, native, shape)]
 
 
-def _dataset_read(dset, path: str, file: str, key: Optional[str], kind: str) -> Tuple[DatasetRead, List[Column]]:
+def _dataset_read(dset, path: str, file: str, key: Optional[str], kind: str
+                  ) -> Tuple[DatasetRead, List[Column]]:
     """How to read a dataset, and its output columns (named after ``key``)."""
     where = f"{file}: dataset '{path}'"
     shape = dset.shape
@@ -306,7 +308,7 @@ def _dataset_read(dset, path: str, file: str, key: Optional[str], kind: str) -> 
         else:
             name = path if key is None else key
         columns.append(Column(name=name, dataset=None, field=fpath, dtype=d, shape=s))
-    return DatasetRead(path=path, kind=read_kind, mem_dtype=mem, space_shape=space, row_bytes=row_bytes), columns
+    return DatasetRead(path=path, kind=read_kind, mem_dtype=mem, row_bytes=row_bytes), columns
 
 
 def filters_of(dset) -> List[Tuple[int, str, int]]:
@@ -342,9 +344,9 @@ def missing_filter_message(file: str, path: str, code: int, name: str) -> str:
             f"in this process, so it cannot be read. {hint}")
 
 
-def _file_settings(dset, file: str, path: str, plugin: Dict[int, str]
-                   ) -> Tuple[int, Optional[int], Optional[int]]:
-    """(chunk-cache bytes, filtered chunk rows, chunk rows) of one dataset in one file."""
+def _file_settings(dset, read: DatasetRead, file: str, path: str, plugin: Dict[int, str]
+                   ) -> Tuple[int, Optional[int], Optional[int], bool]:
+    """(chunk-cache bytes, compressed chunk rows, chunk rows, raw-readable) of a dataset in a file."""
     filters = filters_of(dset)
     for code, name, _flags in filters:
         # even an "optional" filter (h5py marks every custom filter so) was applied to the
@@ -353,20 +355,24 @@ def _file_settings(dset, file: str, path: str, plugin: Dict[int, str]
             raise HDF5FilterError(missing_filter_message(file, path, code, name))
         if code not in BUILTIN_FILTERS:
             plugin[code] = name or HDF5PLUGIN_FILTERS.get(code, "unknown")
+    dcpl = dset.id.get_create_plist()
     chunks = dset.chunks
+    whole_rows = chunks is None or tuple(chunks[1:]) == tuple(dset.shape[1:])
+    raw = (read.kind == "numeric" and not filters and whole_rows and dset.dtype == read.mem_dtype
+           and read.mem_dtype.kind != "b" and dcpl.get_layout() in (h5d.CONTIGUOUS, h5d.CHUNKED)
+           and dcpl.get_external_count() == 0)
     if chunks is None:
-        return 0, None, None
-    whole_rows = tuple(chunks[1:]) == tuple(dset.shape[1:])
+        return 0, None, None, raw
     if not filters and whole_rows:
         # a row range of such a chunk is one contiguous piece of the file: read it straight
         # into our buffer around the cache (one copy, not two)
-        return 0, None, int(chunks[0])
+        return 0, None, int(chunks[0]), raw
     # cache two bands of chunks (all chunks side by side for one chunk of rows), so reads
     # that share a chunk -- or cut a band into column pieces -- decode/fetch it once
     band = int(np.prod([-(-n // c) for n, c in zip(dset.shape[1:], chunks[1:])], dtype=np.int64))
     chunk_bytes = int(np.prod(chunks, dtype=np.int64)) * max(1, dset.dtype.itemsize)
     cache = int(min(max(1 << 20, 2 * band * chunk_bytes), 256 << 20))
-    return cache, (int(chunks[0]) if filters else None), int(chunks[0])
+    return cache, (int(chunks[0]) if filters else None), int(chunks[0]), raw
 
 
 def inspect_files(paths: List[str], datasets: Any, *, with_row_ids: bool = False) -> Layout:
@@ -380,7 +386,7 @@ def inspect_files(paths: List[str], datasets: Any, *, with_row_ids: bool = False
     for fi, file in enumerate(paths):
         with open_checked(file) as f:
             n_rows = None
-            cache, filtered_rows, chunk_rows, widest = [], None, None, -1
+            cache, filtered_rows, raw, chunk_rows, widest = [], [], [], None, -1
             for di, path in enumerate(dpaths):
                 dset = get_dataset(f, path, file)
                 key = keys[di] if kind == "dict" else None
@@ -401,13 +407,13 @@ def inspect_files(paths: List[str], datasets: Any, *, with_row_ids: bool = False
                     raise HDF5InputError(f"{file}: datasets have different numbers of rows: '{first_path}' "
                                          f"has {n_rows}, '{path}' has {rows} (every selected dataset of a "
                                          f"file must have one row per sample)")
-                c_bytes, f_rows, c_rows = _file_settings(dset, file, path, plugin)
+                c_bytes, f_rows, c_rows, is_raw = _file_settings(dset, read, file, path, plugin)
                 cache.append(c_bytes)
-                if f_rows is not None:
-                    filtered_rows = max(filtered_rows or 0, f_rows)
+                filtered_rows.append(f_rows)
+                raw.append(is_raw)
                 if c_rows is not None and read.row_bytes > widest:
                     chunk_rows, widest = c_rows, read.row_bytes
-            files.append(FileInfo(file, n_rows, cache, filtered_rows, chunk_rows))
+            files.append(FileInfo(file, n_rows, cache, filtered_rows, raw, chunk_rows))
     if kind == "single" and (len(columns) > 1 or columns[0].field):
         kind, keys = "dict", [c.name for c in columns]
     elif kind == "dict":

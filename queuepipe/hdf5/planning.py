@@ -1,16 +1,17 @@
-"""From a selection to HDF5 reads: blocks, their order per epoch, and the reads of one block.
+"""From a selection to reads: blocks, their order per epoch, and the reads of one block.
 
 Measured on the reference machine (h5py 3.14, warm page cache, 4 KiB rows): one
-low-level h5py read call costs ~8-15 us before any data moves, then rows stream at
-~12 GB/s; reading any part of a *compressed* chunk costs the whole chunk's
-decompression.  So:
+low-level h5py read call costs ~8-15 us before any data moves, one raw ``preadv`` of
+an uncompressed dataset's rows ~2-3 us; rows then stream at ~5-12 GB/s; reading any
+part of a *compressed* chunk costs the whole chunk's decompression.  So:
 
 * a *block* is a fixed number of selection positions -- whole batches, ideally whole
   chunks -- and is the unit dealt to workers and permuted per epoch;
-* a block's rows are read as a few *slabs*: selected stretches closer together than
-  the cost of one call (in bytes, :data:`CALL_BYTES`) -- or sharing a compressed
-  chunk -- are covered by one slab read and the wanted rows picked out in numpy;
-  a long contiguous stretch is read straight into the output buffer (no copy);
+* each dataset's part of a block is planned on its own (a 4 KiB image row and an
+  8-byte label differ): selected stretches closer together than the cost of one call
+  (in bytes) -- or sharing a compressed chunk -- are covered by one slab read and the
+  wanted rows picked out in numpy; other stretches are read straight into the output
+  buffer (no copy);
 * never one call per row where a covering slab is cheaper, and never h5py fancy
   indexing (10x slower than a covering slab plus a numpy gather).
 
@@ -28,35 +29,36 @@ import numpy as np
 from .selection import runs_to_ids
 
 CALL_BYTES = 128 << 10     # one h5py call costs about as much as streaming this many bytes
+RAW_CALL_BYTES = 12 << 10  # one preadv of raw rows (uncompressed, native order) costs this much
 COPY_FACTOR = 1.5          # a numpy gather moves a byte at ~2/3 of the read speed
 SCRATCH_BYTES = 32 << 20   # most bytes one gather reads into a worker's scratch buffers
 
 
-def merge_gap(row_bytes: int, n_datasets: int, filtered_chunk_rows: Optional[int]) -> int:
+def merge_gap(row_bytes: int, call_bytes: int, filtered_chunk_rows: Optional[int]) -> int:
     """Unselected rows worth reading to save a call: two stretches this close share a slab.
 
     For a compressed (filtered) dataset, stretches whose gap is shorter than a chunk
     never skip a whole chunk, so reading the gap costs no extra decompression.
     """
-    by_calls = (n_datasets * CALL_BYTES) // max(1, row_bytes)
+    by_calls = call_bytes // max(1, row_bytes)
     by_chunks = (filtered_chunk_rows - 1) if filtered_chunk_rows else 0
     return int(max(by_calls, by_chunks))
 
 
 @dataclass
 class Geometry:
-    """What the read planner needs to know about the files (small; pickled to workers).
+    """What the read planner needs to know about one dataset in every file (small; pickled).
 
     offsets: global row id of each file's first row, and the total at the end.
-    max_gap: per file, the :func:`merge_gap` of its datasets.
-    row_bytes: bytes of one row summed over the datasets read (strings estimated).
-    n_datasets: datasets read per slab (each slab costs one call per dataset).
+    call_bytes: per file, the cost of one read call in bytes (raw rows or h5py).
+    max_gap: per file, the :func:`merge_gap` of the dataset there.
+    row_bytes: bytes of one row of the dataset (strings estimated).
     """
 
     offsets: np.ndarray
+    call_bytes: np.ndarray
     max_gap: np.ndarray
     row_bytes: int
-    n_datasets: int
 
     @property
     def max_span(self) -> int:
@@ -68,36 +70,65 @@ class Geometry:
 
 
 def geometry(file_rows: Sequence[int], filtered_chunk_rows: Sequence[Optional[int]], row_bytes: int,
-             n_datasets: int) -> Geometry:
-    """The :class:`Geometry` of files with these row counts and per-file largest compressed chunk."""
+             raw: Sequence[bool]) -> Geometry:
+    """The :class:`Geometry` of one dataset: rows per file, its compressed chunk rows (or None)
+    and whether it can be read raw, per file."""
     offsets = np.concatenate([[0], np.cumsum(file_rows)]).astype(np.int64)
-    gaps = np.array([merge_gap(row_bytes, n_datasets, c) for c in filtered_chunk_rows], dtype=np.int64)
-    return Geometry(offsets=offsets, max_gap=gaps, row_bytes=max(1, row_bytes), n_datasets=n_datasets)
+    calls = np.array([RAW_CALL_BYTES if r else CALL_BYTES for r in raw], dtype=np.int64)
+    gaps = np.array([merge_gap(row_bytes, int(c), f) for c, f in zip(calls, filtered_chunk_rows)],
+                    dtype=np.int64)
+    row_bytes = max(1, int(row_bytes))
+    return Geometry(offsets=offsets, call_bytes=calls, max_gap=gaps, row_bytes=row_bytes)
 
 
 @dataclass
-class Read:
-    """One step of a block: read ``slabs``, then place their rows into the output columns.
+class Direct:
+    """Stretches read straight into the output rows ``[out_pos, out_pos + stop - start)``.
 
-    slabs: ``(file, start, stop)`` in file-local rows; each costs one call per dataset.
-    take: None -- the single slab is read straight into output rows
-        ``[out_pos, out_pos + stop - start)``; else, for each output row written, its row
-        in the concatenation of the slabs (read into scratch first).
+    Arrays, one entry per stretch: ``files`` and file-local ``starts``/``stops``.  Kept
+    as arrays so a block of many short stretches costs one tight loop, not one Python
+    object per stretch.
+    """
+
+    files: np.ndarray
+    starts: np.ndarray
+    stops: np.ndarray
+    out_pos: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+@dataclass
+class Gather:
+    """Covering slabs read into scratch, then the wanted rows picked out in numpy.
+
+    slabs: ``(file, start, stop)`` in file-local rows, read one after another into
+        scratch (each one call).
+    take: for each output row written, its row in the concatenated slabs.
     out_pos / out_index: the output rows written -- contiguous from ``out_pos``, or
-        ``out_index`` when the gather's rows are scattered over the block.
+        ``out_index`` when they are scattered over the block.
     """
 
     slabs: List[Tuple[int, int, int]]
-    take: Optional[np.ndarray] = None
+    take: np.ndarray
     out_pos: int = 0
     out_index: Optional[np.ndarray] = None
 
+
+@dataclass
+class Plan:
+    """The reads that fill one dataset's part of a block."""
+
+    direct: Direct
+    gathers: List[Gather]
+
     @property
-    def n_out(self) -> int:
-        if self.take is None:
-            _, start, stop = self.slabs[0]
-            return stop - start
-        return len(self.take)
+    def calls(self) -> int:
+        return len(self.direct) + sum(len(g.slabs) for g in self.gathers)
+
+
+_NO_DIRECT = Direct(*(np.empty(0, np.int64) for _ in range(4)))
 
 
 # -- blocks and their order ---------------------------------------------------------------------
@@ -182,68 +213,96 @@ def split_at_files(starts: np.ndarray, stops: np.ndarray, geo: Geometry
             np.concatenate(e_out).astype(np.int64))
 
 
-def plan_reads(starts: np.ndarray, stops: np.ndarray, geo: Geometry) -> List[Read]:
-    """The reads that fill a block whose rows are the runs ``[starts[i], stops[i])``, in order."""
+def plan_reads(starts: np.ndarray, stops: np.ndarray, geo: Geometry) -> Plan:
+    """The reads that fill a block whose rows are the runs ``[starts[i], stops[i])``, in order.
+
+    Runs in file order are planned as such; so are a few such stretches one after another
+    (a chunk that continues in another block); a really scattered order is read as
+    covering slabs of the sorted rows and reordered in numpy.
+    """
     files, starts, stops = split_at_files(starts, stops, geo)
-    if len(starts) < 2 or np.all(starts[1:] >= stops[:-1]):
-        return _plan_ordered(files, starts, stops, geo)
-    return _plan_unordered(runs_to_ids(starts, stops), geo)
+    breaks = np.flatnonzero(starts[1:] < stops[:-1]) + 1
+    if len(breaks) == 0:
+        return _plan_ordered(files, starts, stops, geo, 0)
+    scattered = Plan(_NO_DIRECT, _plan_unordered(runs_to_ids(starts, stops), geo))
+    if len(breaks) > 8:
+        return scattered
+    bounds = np.concatenate([[0], breaks, [len(starts)]])
+    out_first = np.concatenate([[0], np.cumsum(stops - starts)])[bounds]
+    parts = [_plan_ordered(files[a:b], starts[a:b], stops[a:b], geo, int(o))
+             for a, b, o in zip(bounds[:-1], bounds[1:], out_first)]
+    direct = Direct(*(np.concatenate([getattr(p.direct, k) for p in parts])
+                      for k in ("files", "starts", "stops", "out_pos")))
+    pieces = Plan(direct, [g for p in parts for g in p.gathers])
+    return pieces if plan_cost(pieces, geo) <= plan_cost(scattered, geo) else scattered
+
+
+def plan_cost(plan: Plan, geo: Geometry) -> float:
+    """Estimated cost of a plan in bytes streamed: calls, rows read, rows gathered."""
+    d = plan.direct
+    cost = float(geo.call_bytes[d.files].sum() + (d.stops - d.starts).sum() * geo.row_bytes)
+    for g in plan.gathers:
+        for f, start, stop in g.slabs:
+            cost += geo.call_bytes[f] + (stop - start) * geo.row_bytes
+        cost += COPY_FACTOR * len(g.take) * geo.row_bytes
+    return cost
 
 
 def _clusters(files: np.ndarray, heads: np.ndarray, tails: np.ndarray, gaps: np.ndarray,
-              geo: Geometry) -> List[Tuple[int, int]]:
-    """Index ranges [a, b) of consecutive items a single slab should cover."""
+              geo: Geometry) -> Tuple[np.ndarray, np.ndarray]:
+    """Index ranges [a, b) of consecutive items a single slab should cover (as two arrays)."""
     join = (files[1:] == files[:-1]) & (gaps <= geo.max_gap[files[1:]])
     cuts = np.flatnonzero(~join) + 1
-    bounds = np.concatenate([[0], cuts, [len(files)]])
-    out: List[Tuple[int, int]] = []
+    a = np.concatenate([[0], cuts]).astype(np.int64)
+    b = np.concatenate([cuts, [len(files)]]).astype(np.int64)
     limit = geo.max_span
-    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-        if tails[b - 1] - heads[a] <= limit or b - a == 1:
-            out.append((a, b))
-            continue
-        first = a  # too wide for scratch: cut greedily
-        for i in range(a + 1, b):
+    wide = np.flatnonzero((tails[b - 1] - heads[a] > limit) & (b - a > 1))
+    if len(wide) == 0:
+        return a, b
+    extra_a, extra_b = [], []
+    for k in wide.tolist():  # too wide for scratch: cut greedily (rare)
+        first = int(a[k])
+        for i in range(first + 1, int(b[k])):
             if tails[i] - heads[first] > limit:
-                out.append((first, i))
+                extra_a.append(first)
+                extra_b.append(i)
                 first = i
-        out.append((first, b))
-    return out
+        a[k] = first
+    order = np.argsort(np.concatenate([a, extra_a]), kind="stable")
+    return np.concatenate([a, extra_a])[order], np.concatenate([b, extra_b])[order]
 
 
-def _plan_ordered(files: np.ndarray, starts: np.ndarray, stops: np.ndarray, geo: Geometry) -> List[Read]:
-    """Rows in file order: direct reads of long stretches, covering slabs over short gaps."""
+def _plan_ordered(files: np.ndarray, starts: np.ndarray, stops: np.ndarray, geo: Geometry,
+                  first_out: int) -> Plan:
+    """Rows in file order (to output rows from ``first_out``): direct reads of stretches,
+    covering slabs where gaps are cheap."""
     lengths = stops - starts
-    out_pos = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    calls = geo.n_datasets * CALL_BYTES
-    reads: List[Read] = []
-    for a, b in _clusters(files, starts, stops, starts[1:] - stops[:-1], geo):
-        f = int(files[a])
+    out_pos = first_out + np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    a, b = _clusters(files, starts, stops, starts[1:] - stops[:-1], geo)
+    runs = b - a
+    calls = geo.call_bytes[files[a]].astype(np.float64)
+    wanted = np.add.reduceat(lengths, a).astype(np.float64) * geo.row_bytes
+    span = (stops[b - 1] - starts[a]).astype(np.float64) * geo.row_bytes
+    gather = (runs > 1) & (calls + span + COPY_FACTOR * wanted < runs * calls + wanted)
+    direct = np.repeat(~gather, runs)
+    local = geo.offsets[files]
+    plan_direct = Direct(files[direct], (starts - local)[direct], (stops - local)[direct], out_pos[direct])
+    gathers = []
+    for k in np.flatnonzero(gather).tolist():
+        i, j = int(a[k]), int(b[k])
+        f, s0 = int(files[i]), int(starts[i])
         off = int(geo.offsets[f])
-        if b - a > 1:
-            span = int(stops[b - 1] - starts[a])
-            wanted = int(lengths[a:b].sum())
-            direct_cost = (b - a) * calls + wanted * geo.row_bytes
-            gather_cost = calls + span * geo.row_bytes + COPY_FACTOR * wanted * geo.row_bytes
-            if gather_cost < direct_cost:
-                s0 = int(starts[a])
-                reads.append(Read([(f, s0 - off, int(stops[b - 1]) - off)],
-                                  take=runs_to_ids(starts[a:b] - s0, stops[a:b] - s0),
-                                  out_pos=int(out_pos[a])))
-                continue
-        for i in range(a, b):
-            reads.append(Read([(f, int(starts[i]) - off, int(stops[i]) - off)], out_pos=int(out_pos[i])))
-    return reads
+        gathers.append(Gather([(f, s0 - off, int(stops[j - 1]) - off)],
+                              take=runs_to_ids(starts[i:j] - s0, stops[i:j] - s0), out_pos=int(out_pos[i])))
+    return Plan(plan_direct, gathers)
 
 
-def _plan_unordered(ids: np.ndarray, geo: Geometry) -> List[Read]:
+def _plan_unordered(ids: np.ndarray, geo: Geometry) -> List[Gather]:
     """Rows in a user-chosen order: read covering slabs of the sorted ids, reorder in numpy."""
     uniq = np.unique(ids)
     files = geo.file_of(uniq)
-    clusters = _clusters(files, uniq, uniq + 1, uniq[1:] - uniq[:-1] - 1, geo)
-    slab_first = np.array([uniq[a] for a, _ in clusters], dtype=np.int64)
-    slab_stop = np.array([uniq[b - 1] + 1 for _, b in clusters], dtype=np.int64)
-    slab_file = files[[a for a, _ in clusters]]
+    a, b = _clusters(files, uniq, uniq + 1, uniq[1:] - uniq[:-1] - 1, geo)
+    slab_first, slab_stop, slab_file = uniq[a], uniq[b - 1] + 1, files[a]
     spans = slab_stop - slab_first
     # scratch groups: consecutive slabs whose spans fit the scratch budget together
     groups = np.zeros(len(spans), dtype=np.int64)
@@ -261,11 +320,11 @@ def _plan_unordered(ids: np.ndarray, geo: Geometry) -> List[Read]:
     slabs = [(int(f), int(s - geo.offsets[f]), int(e - geo.offsets[f]))
              for f, s, e in zip(slab_file, slab_first, slab_stop)]
     if g == 0:
-        return [Read(slabs, take=take, out_pos=0)]
-    reads = []
+        return [Gather(slabs, take=take, out_pos=0)]
+    gathers = []
     group_of_id = groups[slab_of_id]
     for gi in range(g + 1):
         members = np.flatnonzero(groups == gi)
         index = np.flatnonzero(group_of_id == gi)
-        reads.append(Read([slabs[k] for k in members.tolist()], take=take[index], out_index=index))
-    return reads
+        gathers.append(Gather([slabs[k] for k in members.tolist()], take=take[index], out_index=index))
+    return gathers

@@ -1,32 +1,117 @@
 """Worker-side reading: a worker's own file handles, and the planned reads of one block.
 
 Files are opened here, inside the worker (a thread or a child process), never in
-the parent.  Numeric data is read with low-level h5py calls (~8 us per call, a
-fifth of ``read_direct``'s Python path) straight into the caller's buffers, HDF5
-converting big-endian data to native order on the way.  Strings and compounds are
-read as numpy arrays and copied into the output columns.  Any h5py failure becomes a
-:class:`HDF5ReadError` naming the file, the dataset, the rows and h5py's message.
+the parent.  Numeric data is read with low-level h5py calls (~8 us per call, a fifth
+of ``read_direct``'s Python path) straight into the caller's buffers, HDF5 converting
+big-endian data to native order on the way -- or, for uncompressed native-order
+rows, with ``os.preadv`` at their file offsets (:class:`RawRows`).  Strings and
+compounds are read as numpy arrays and copied into the output columns.  Any failure
+becomes a :class:`HDF5ReadError` naming the file, the dataset, the rows and the cause.
 """
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
 
 import h5py
 import numpy as np
-from h5py import h5d, h5p, h5s, h5t
+from h5py import h5d, h5f, h5p, h5s, h5t
 
 from .errors import HDF5ReadError
 from .inspect import Layout, filter_available, filters_of, missing_filter_message
-from .planning import Read
+from .planning import Direct, Plan
 
 MAX_OPEN_FILES = 32
+
+
+class RawRows:
+    """Rows of an uncompressed, native-order dataset, read with ``os.preadv`` at their offsets.
+
+    HDF5 stores such a dataset's rows as plain bytes: contiguously, or in chunks that span
+    whole rows (row r of chunk c at ``chunk_offset + (r - c * chunk_rows) * row_bytes``).
+    Reading them with ``preadv`` costs ~2 us per call instead of ~10 us and releases the
+    GIL.  Checked against h5py when opened; an unallocated chunk (fill value) returns
+    False so the caller reads through h5py instead.
+    """
+
+    def __init__(self, dsid, row_bytes: int, n_rows: int):
+        self.row_bytes = row_bytes
+        self.fd = os.open(os.fsdecode(h5f.get_name(dsid)), os.O_RDONLY)
+        self.dsid = dsid
+        dcpl = dsid.get_create_plist()
+        chunks = dcpl.get_chunk() if dcpl.get_layout() == h5d.CHUNKED else None
+        self.chunk_rows = int(chunks[0]) if chunks else None
+        self.zeros = (0,) * (len(dsid.shape) - 1)
+        self.contiguous = None if chunks else dsid.get_offset()
+        n_chunks = -(-n_rows // self.chunk_rows) if chunks else 0
+        self.chunk_offsets = np.full(n_chunks, -2, dtype=np.int64)  # -2: not looked up, -1: unallocated
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def _chunk_offset(self, c: int) -> int:
+        off = int(self.chunk_offsets[c])
+        if off == -2:
+            info = self.dsid.get_chunk_info_by_coord((c * self.chunk_rows,) + self.zeros)
+            off = -1 if info.byte_offset is None else int(info.byte_offset)
+            self.chunk_offsets[c] = off
+        return off
+
+    def read_into(self, start: int, stop: int, dest: np.ndarray) -> bool:
+        """Rows [start, stop) into C-contiguous ``dest``; False where h5py must read instead."""
+        return self.read_runs(np.array([start]), np.array([stop]), np.array([0]), dest)
+
+    def read_runs(self, starts: np.ndarray, stops: np.ndarray, out_pos: np.ndarray, dest: np.ndarray) -> bool:
+        """Rows ``[starts[i], stops[i])`` into rows ``out_pos[i]...`` of C-contiguous ``dest``.
+
+        Offsets are computed for all runs at once; then one ``preadv`` per run (per chunk
+        piece) in a tight loop.  False, having read nothing, if a chunk is unallocated.
+        """
+        rb, cr = self.row_bytes, self.chunk_rows
+        if cr is None:
+            if self.contiguous is None:
+                return False
+            offsets = self.contiguous + starts * rb
+        else:
+            first, last = starts // cr, (stops - 1) // cr
+            if np.any(last > first):  # cut runs at chunk boundaries
+                pieces = last - first + 1
+                run = np.repeat(np.arange(len(starts)), pieces)
+                chunk = first[run] + np.arange(len(run)) - np.repeat(np.cumsum(pieces) - pieces, pieces)
+                new_starts = np.maximum(starts[run], chunk * cr)
+                stops = np.minimum(stops[run], (chunk + 1) * cr)
+                out_pos = out_pos[run] + (new_starts - starts[run])
+                starts = new_starts
+            else:
+                chunk = first
+            for c in np.unique(chunk[self.chunk_offsets[chunk] == -2]).tolist():
+                self._chunk_offset(c)
+            where = self.chunk_offsets[chunk]
+            if np.any(where < 0):
+                return False
+            offsets = where + (starts - chunk * cr) * rb
+        flat = dest.reshape(-1).view(np.uint8)
+        fd, preadv = self.fd, os.preadv
+        for off, o, n in zip(offsets.tolist(), (out_pos * rb).tolist(), ((stops - starts) * rb).tolist()):
+            if preadv(fd, [flat[o:o + n]], off) != n:  # the hot loop: one syscall per stretch
+                _short_read(fd, n, off)
+        return True
+
+
+
+def _short_read(fd: int, n: int, offset: int) -> None:
+    size = os.fstat(fd).st_size
+    raise OSError(f"short read: wanted {n} bytes at offset {offset}, the file has {size} bytes "
+                  f"(truncated or rewritten while reading?)")
 
 
 class _Handle:
     """One dataset opened in one file, with what each read reuses."""
 
-    def __init__(self, f, path: str, cache_bytes: int, mem_dtype: Optional[np.dtype]):
+    def __init__(self, f, path: str, cache_bytes: int, mem_dtype: Optional[np.dtype], raw: bool):
         dapl = h5p.create(h5p.DATASET_ACCESS)
         # 0 bytes: uncompressed chunks are read straight into our buffers, not via the cache
         dapl.set_chunk_cache(1009 if cache_bytes else 0, cache_bytes, 1.0)
@@ -36,8 +121,44 @@ class _Handle:
         self.rest = tuple(self.fspace.shape[1:])
         self.zeros = (0,) * len(self.rest)
         self.mtype = h5t.py_create(mem_dtype) if mem_dtype is not None else None
+        self.raw = self._open_raw() if raw else None
+
+    def _open_raw(self) -> Optional[RawRows]:
+        """A :class:`RawRows` for this dataset whose bytes match h5py's, or None (h5py reads all)."""
+        row = np.empty((1,) + self.dataset.shape[1:], self.dataset.dtype)
+        try:
+            raw = RawRows(self.dsid, row.nbytes, self.dataset.shape[0])
+        except Exception:
+            return None
+        probes = {0, self.dataset.shape[0] - 1}
+        if raw.chunk_rows is not None and self.dsid.get_num_chunks():
+            probes.add(int(self.dsid.get_chunk_info(0).chunk_offset[0]))  # an allocated chunk
+        checked = 0
+        try:
+            for r in sorted(probes):
+                probe = np.empty_like(row)
+                if raw.read_into(r, r + 1, probe):
+                    self._h5py_read(r, r + 1, row)
+                    if row.tobytes() != probe.tobytes():
+                        raise ValueError("raw bytes differ from h5py's")
+                    checked += 1
+        except Exception:
+            checked = 0
+        if not checked:
+            raw.close()
+            return None
+        return raw
+
+    def close(self) -> None:
+        if self.raw is not None:
+            self.raw.close()
 
     def read_into(self, start: int, stop: int, dest: np.ndarray) -> None:
+        if self.raw is not None and self.raw.read_into(start, stop, dest):
+            return
+        self._h5py_read(start, stop, dest)
+
+    def _h5py_read(self, start: int, stop: int, dest: np.ndarray) -> None:
         n = stop - start
         self.fspace.select_hyperslab((start,) + self.zeros, (n,) + self.rest)
         self.dsid.read(h5s.create_simple((n,) + self.rest), self.fspace, dest, self.mtype)
@@ -59,6 +180,12 @@ def _failing_chunk(handle: _Handle, start: int, stop: int) -> Optional[Tuple[int
     return None
 
 
+def _close(f, handles: Dict[int, _Handle]) -> None:
+    for handle in handles.values():
+        handle.close()
+    f.close()
+
+
 def _field(arr: np.ndarray, path: Tuple[str, ...]) -> np.ndarray:
     for name in path:
         arr = arr[name]
@@ -75,15 +202,15 @@ class WorkerFiles:
 
     def close(self) -> None:
         while self._open:
-            _, (f, _handles) = self._open.popitem(last=False)
-            f.close()
+            _, (f, handles) = self._open.popitem(last=False)
+            _close(f, handles)
 
     def _handle(self, fi: int, di: int) -> _Handle:
         entry = self._open.get(fi)
         if entry is None:
             if len(self._open) >= MAX_OPEN_FILES:
-                _, (old, _h) = self._open.popitem(last=False)
-                old.close()
+                _, (old, old_handles) = self._open.popitem(last=False)
+                _close(old, old_handles)
             entry = (h5py.File(self.layout.files[fi].path, "r"), {})
             self._open[fi] = entry
         else:
@@ -91,8 +218,8 @@ class WorkerFiles:
         f, handles = entry
         handle = handles.get(di)
         if handle is None:
-            read = self.layout.datasets[di]
-            handle = _Handle(f, read.path, self.layout.files[fi].cache_bytes[di], read.mem_dtype)
+            read, info = self.layout.datasets[di], self.layout.files[fi]
+            handle = _Handle(f, read.path, info.cache_bytes[di], read.mem_dtype, info.raw[di])
             handles[di] = handle
         return handle
 
@@ -116,22 +243,37 @@ class WorkerFiles:
         return HDF5ReadError(message)
 
     # -- reads -------------------------------------------------------------------------------------
-    def run(self, read: Read, columns: List[np.ndarray]) -> None:
-        """Carry out one planned read into the block's output ``columns``."""
-        for di, ds in enumerate(self.layout.datasets):
-            outs = [columns[c] for c in ds.columns]
-            if read.take is None:
-                fi, start, stop = read.slabs[0]
-                self._direct(fi, di, start, stop, [o[read.out_pos:read.out_pos + stop - start] for o in outs])
-                continue
-            sources = self._slabs(di, read.slabs)
-            for out, src in zip(outs, sources):
-                if read.out_index is not None:
-                    out[read.out_index] = src[read.take]
+    def run(self, di: int, plan: Plan, columns: List[np.ndarray]) -> None:
+        """Carry out dataset ``di``'s plan for one block, into the block's output ``columns``."""
+        ds = self.layout.datasets[di]
+        outs = [columns[c] for c in ds.columns]
+        if len(plan.direct):
+            self._run_direct(di, plan.direct, outs)
+        for gather in plan.gathers:
+            for out, src in zip(outs, self._slabs(di, gather.slabs)):
+                if gather.out_index is not None:
+                    out[gather.out_index] = src[gather.take]
                 elif out.dtype == object:
-                    out[read.out_pos:read.out_pos + len(read.take)] = src[read.take]
+                    out[gather.out_pos:gather.out_pos + len(gather.take)] = src[gather.take]
                 else:
-                    np.take(src, read.take, axis=0, out=out[read.out_pos:read.out_pos + len(read.take)])
+                    dest = out[gather.out_pos:gather.out_pos + len(gather.take)]
+                    np.take(src, gather.take, axis=0, out=dest)
+
+    def _run_direct(self, di: int, direct: Direct, outs: List[np.ndarray]) -> None:
+        files = direct.files
+        one_file = bool(np.all(files == files[0]))
+        for fi in ([int(files[0])] if one_file else np.unique(files).tolist()):
+            mine = slice(None) if one_file else files == fi
+            starts, stops, out_pos = direct.starts[mine], direct.stops[mine], direct.out_pos[mine]
+            handle = self._handle(fi, di)
+            if handle.raw is not None:
+                try:
+                    if handle.raw.read_runs(starts, stops, out_pos, outs[0]):
+                        continue
+                except Exception as exc:
+                    raise self._failed(exc, fi, di, int(starts.min()), int(stops.max())) from exc
+            for start, stop, pos in zip(starts.tolist(), stops.tolist(), out_pos.tolist()):
+                self._direct(fi, di, start, stop, [o[pos:pos + stop - start] for o in outs])
 
     def _direct(self, fi: int, di: int, start: int, stop: int, dests: List[np.ndarray]) -> None:
         ds = self.layout.datasets[di]
@@ -157,13 +299,24 @@ class WorkerFiles:
                 scratch = np.empty((max(rows, 2 * len(scratch) if scratch is not None else rows),)
                                    + col.shape, col.dtype)
                 self._scratch[di] = scratch
-            pos = 0
-            for fi, start, stop in slabs:
+            pos, first = 0, 0
+            while first < len(slabs):  # consecutive slabs of one file: one vectorised raw call
+                fi, last = slabs[first][0], first + 1
+                while last < len(slabs) and slabs[last][0] == fi:
+                    last += 1
+                group = slabs[first:last]
+                handle = self._handle(fi, di)
+                starts = np.array([s[1] for s in group], dtype=np.int64)
+                stops = np.array([s[2] for s in group], dtype=np.int64)
+                at = pos + np.concatenate([[0], np.cumsum(stops - starts)[:-1]]).astype(np.int64)
                 try:
-                    self._handle(fi, di).read_into(start, stop, scratch[pos:pos + stop - start])
+                    if handle.raw is None or not handle.raw.read_runs(starts, stops, at, scratch):
+                        for start, stop, a in zip(starts.tolist(), stops.tolist(), at.tolist()):
+                            handle.read_into(start, stop, scratch[a:a + stop - start])
                 except Exception as exc:
-                    raise self._failed(exc, fi, di, start, stop) from exc
-                pos += stop - start
+                    raise self._failed(exc, fi, di, int(starts.min()), int(stops.max())) from exc
+                pos += int((stops - starts).sum())
+                first = last
             return [scratch[:rows]]
         pieces = []
         for fi, start, stop in slabs:

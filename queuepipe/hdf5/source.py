@@ -33,6 +33,7 @@ class HDF5Source:
 
     layout: files, datasets and output columns (from :func:`inspect.inspect_files`).
     selection: the rows, in delivery order (sorted already when shuffling).
+    geometries: per dataset, what read planning needs (:func:`planning.geometry`).
     block_rows: rows per block (whole batches); blocks are the unit of order and work.
     seed: the pipeline's base seed -- the block permutation of epoch ``e`` derives from
         it, so all workers agree.
@@ -42,13 +43,13 @@ class HDF5Source:
         a fresh child process) when the data needs a filter not yet registered.
     """
 
-    def __init__(self, layout: Layout, selection: Selection, geometry: Geometry, *, block_rows: int,
+    def __init__(self, layout: Layout, selection: Selection, geometries: List[Geometry], *, block_rows: int,
                  shuffle: bool, seed: int, num_epochs: Optional[int], spec: Spec,
                  map_fn: Optional[Callable[[Any], Any]] = None, map_per_sample: bool = False,
                  plugin_modules: Tuple[str, ...] = ()):
         self.layout = layout
         self.selection = selection
-        self.geometry = geometry
+        self.geometries = geometries
         self.block_rows = int(block_rows)
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
@@ -106,8 +107,8 @@ class HDF5Source:
         stops = np.concatenate([r[1] for r in runs])
         n = int((stops - starts).sum())
         columns = [aligned_empty((n,) + c.shape, c.dtype) for c in self.layout.columns]
-        for read in plan_reads(starts, stops, self.geometry):
-            files.run(read, columns)
+        for di, geo in enumerate(self.geometries):
+            files.run(di, plan_reads(starts, stops, geo), columns)
         rid = self.layout.row_id_column
         if rid is not None:
             columns[rid][...] = runs_to_ids(starts, stops)
