@@ -24,7 +24,8 @@ setup(
         "progress": ["tqdm>=4.60"],
         "plugins": ["hdf5plugin>=4.0"],
         "bench": ["tqdm>=4.60", "matplotlib>=3.6", "hdf5plugin>=4.0"],
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6.0", "tqdm>=4.60", "hdf5plugin>=4.0"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6.0", "tqdm>=4.60", "hdf5plugin>=4.0",
+                 "matplotlib>=3.6"],
     },
     entry_points={"console_scripts": ["queuepipe=queuepipe.cli:main"]},
     classifiers=[
