@@ -15,7 +15,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["queuepipe", "queuepipe.*"]),
-    install_requires=["numpy>=1.23", "h5py>=3.8"],
+    install_requires=["numpy>=1.23", "h5py>=3.8", "tqdm>=4.60"],
     extras_require={
         "tf": [
             "tensorflow-cpu>=2.12; platform_system == 'Linux' or platform_system == 'Windows'",
