@@ -10,7 +10,7 @@ import argparse
 import os
 import tempfile
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 

@@ -14,15 +14,13 @@ import logging
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import threading
-import time
 import weakref
 from multiprocessing.connection import Connection
 from typing import Optional
-
-import socket
 
 from .batching import Block
 from .errors import RemoteTraceback, WorkerDiedError, WorkerFailure

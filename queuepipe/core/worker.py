@@ -6,7 +6,7 @@ child process (which ships its blocks to the parent); only the transport differs
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import numpy as np
 
