@@ -102,4 +102,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                   f"{rate / base:.2f}x   (train accuracy {acc:.2f})")
     best = max(rows[1:], key=lambda r: r[1])
     print(f"best: {best[0]} at {best[1] / base:.2f}x feed_dict")
+    print("note: this generator does per-sample Python work and h5py reads, which hold the GIL, so extra thread\n"
+          "workers only contend with each other and with the training loop; process workers run it in parallel.\n"
+          "Use mode='process' for Python-heavy generators (README: 'Which option when').")
     return 0
