@@ -6,10 +6,13 @@ Importing never changes TensorFlow's global state.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .core.errors import QueuepipeError, SpecError, WorkerDiedError
 from .core.worker_info import WorkerInfo, worker_info
+
+if TYPE_CHECKING:  # for annotations only: importing the TF layer here would import TensorFlow
+    from .tf.pipeline import Pipeline
 
 __version__ = "0.1.0"
 
@@ -17,7 +20,7 @@ __all__ = ["from_generator", "from_hdf5", "running", "worker_info", "WorkerInfo"
            "QueuepipeError", "SpecError", "WorkerDiedError", "__version__"]
 
 
-def from_generator(*args: Any, **kwargs: Any) -> "Pipeline":
+def from_generator(*args: Any, **kwargs: Any) -> Pipeline:
     """Batch tensors fed from a Python generator by background workers.
 
     ``from_generator(generator, output_types, output_shapes=None, *, batch_size, workers=1,
@@ -28,7 +31,7 @@ def from_generator(*args: Any, **kwargs: Any) -> "Pipeline":
     return impl(*args, **kwargs)
 
 
-def from_hdf5(*args: Any, **kwargs: Any) -> "Pipeline":
+def from_hdf5(*args: Any, **kwargs: Any) -> Pipeline:
     """Batch tensors of selected rows of HDF5 datasets, read by background workers.
 
     ``from_hdf5(files, datasets, *, rows=None, batch_size, workers=1, shuffle=False, seed=None,
