@@ -65,15 +65,18 @@ WORKER = textwrap.dedent("""
     cluster = tf1.train.ClusterSpec(cluster_def)
     server = tf1.train.Server(cluster, job_name="worker", task_index=task)
     with tf1.device(tf1.train.replica_device_setter(worker_device=f"/job:worker/task:{task}", cluster=cluster)):
-        step = tf1.train.get_or_create_global_step()
         pipe = queuepipe.from_hdf5(path, "y", rows=slice(0, 900), shard=(task, 2), batch_size=16,
                                    workers=2, mode="thread", allow_smaller_final_batch=True)
-        count = tf1.assign_add(step, 1)
+        total = tf.reduce_sum(pipe.batch)
+    assert pipe.queue.queue_ref.device.startswith(f"/job:worker/task:{task}"), pipe.queue.queue_ref.device
     seen = []
-    with tf1.train.MonitoredTrainingSession(master=server.target, is_chief=(task == 0)) as sess:
-        while not sess.should_stop():
-            y, _ = sess.run([pipe.batch, count])
-            seen.extend(y.tolist())
+    with tf1.Session(server.target) as sess, queuepipe.running(sess):
+        try:
+            while True:
+                y, _ = sess.run([pipe.batch, total])
+                seen.extend(y.tolist())
+        except tf.errors.OutOfRangeError:
+            pass
     json.dump(seen, open(out, "w"))
 """)
 
