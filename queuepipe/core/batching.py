@@ -120,13 +120,9 @@ class _RowStore:
             pos += k
         self.rows -= n
 
-    def take_all(self) -> List[np.ndarray]:
-        if not self.chunks:
-            return []
-        cols = [np.concatenate(parts) for parts in zip(*self.chunks)]
-        self.chunks.clear()
-        self.rows = 0
-        return cols
+    def sample_column(self, k: int) -> np.ndarray:
+        """Some pending data of field ``k`` (its row shape and dtype stand for all rows)."""
+        return self.chunks[0][k]
 
 
 class _ShuffleBuffer:
@@ -157,7 +153,10 @@ class _ShuffleBuffer:
             buf[self.rows:need] = c
         self.rows = need
 
-    def draw_into(self, dest: List[np.ndarray], n: int) -> None:
+    def sample_column(self, k: int) -> np.ndarray:
+        return self.columns[k]
+
+    def take_into(self, dest: List[np.ndarray], n: int) -> None:
         """Move ``n`` uniformly chosen rows into ``dest`` and close the gaps they leave."""
         size = self.rows
         chosen = self.rng.choice(size, n, replace=False) if n < size else self.rng.permutation(size)
@@ -240,7 +239,7 @@ class Batcher:
             nonlocal dest, drawn
             if dest is None:
                 dest = self._new_dest(pool, K * B)
-            pool.draw_into([d[drawn * B:(drawn + 1) * B] for d in dest], B)
+            pool.take_into([d[drawn * B:(drawn + 1) * B] for d in dest], B)
             drawn += 1
 
         def take_block() -> Block:
@@ -267,13 +266,7 @@ class Batcher:
                 yield take_block()
         if drawn:
             yield take_block()
-        rows = pool.rows
-        if rows == 0:
-            yield Block([], 0, 0, tail=True)
-            return
-        raw = self._empty_raw(pool, rows)
-        pool.draw_into(raw, rows)
-        yield Block(raw, rows, 0, tail=True)
+        yield self._tail(pool)
 
     def _new_dest(self, store, rows: int) -> List[np.ndarray]:
         if self.spec.any_padded:
@@ -299,7 +292,8 @@ class Batcher:
         store.take_into(dest, rows)
         return self._finish(dest, rows)
 
-    def _tail(self, store: _RowStore) -> Block:
+    def _tail(self, store) -> Block:
+        """The leftover rows (fewer than a batch), raw and unpadded, in the store's order."""
         rows = store.rows
         if rows == 0:
             return Block([], 0, 0, tail=True)
@@ -312,11 +306,9 @@ class Batcher:
                 for k in range(len(self.spec.fields))]
 
     @staticmethod
-    def _sample_column(store, k) -> np.ndarray:
-        return store.columns[k] if isinstance(store, _ShuffleBuffer) else store.chunks[0][k]
+    def _row_shape(store, k):
+        return tuple(store.sample_column(k).shape[1:])
 
-    def _row_shape(self, store, k):
-        return tuple(self._sample_column(store, k).shape[1:])
-
-    def _dtype(self, store, k):
-        return self._sample_column(store, k).dtype
+    @staticmethod
+    def _dtype(store, k):
+        return store.sample_column(k).dtype

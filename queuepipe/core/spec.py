@@ -74,6 +74,11 @@ class Spec:
             padded = dynamic_pad and not (shape is not None and all(d is not None for d in shape))
             return Field(name=name, dtype=np.dtype(dtype), shape=shape, padded=padded)
 
+        leaves = list(dtypes.values()) if isinstance(dtypes, Mapping) else (
+            list(dtypes) if isinstance(dtypes, (tuple, list)) else [])
+        if any(isinstance(d, (tuple, list, Mapping)) for d in leaves):
+            raise SpecError("nested output structures are not supported: use one level of "
+                            f"tuple or dict, got {dtypes!r}")
         if isinstance(dtypes, Mapping):
             keys = list(dtypes.keys())
             if shapes is not None and (not isinstance(shapes, Mapping) or set(shapes) != set(keys)):
@@ -85,10 +90,6 @@ class Spec:
             if shapes is not None and (not isinstance(shapes, (tuple, list)) or len(shapes) != len(dtypes)):
                 raise SpecError(f"output_shapes must be a tuple of {len(dtypes)} shapes like output_types, "
                                 f"got {shapes!r}")
-            for d in dtypes:
-                if isinstance(d, (tuple, list, Mapping)):
-                    raise SpecError("nested output structures are not supported: use one level of "
-                                    f"tuple or dict, got {dtypes!r}")
             fields = [one(f"[{i}]", d, None if shapes is None else shapes[i]) for i, d in enumerate(dtypes)]
             return cls("tuple", fields)
         return cls("single", [one("output", dtypes, shapes)])

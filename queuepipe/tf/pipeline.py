@@ -74,24 +74,29 @@ class Pipeline:
 
 
 def tf_dtypes_of(output_types: Any):
-    """Structure of tf.DTypes -> (flat list of tf.DTypes, structure of numpy dtypes)."""
+    """Structure of dtypes -> (flat list of tf.DTypes, same structure of numpy dtypes; object = string).
+
+    Nested structures pass through unconverted; ``Spec.build`` refuses them with a clear message.
+    """
     def conv(t):
+        if isinstance(t, (tuple, list, dict)):
+            return t
         try:
             return tf.as_dtype(t)
         except TypeError:
             raise TypeError(f"output_types: {t!r} is not a TensorFlow/numpy dtype") from None
 
+    def to_numpy(d):
+        return d if not isinstance(d, tf.DType) else (object if d == tf.string else d.as_numpy_dtype)
+
     if isinstance(output_types, dict):
         flat = [conv(output_types[k]) for k in output_types]
-        np_struct = {k: d.as_numpy_dtype if d != tf.string else object for k, d in zip(output_types, flat)}
-    elif isinstance(output_types, (tuple, list)):
-        flat = [conv(t) if not isinstance(t, (tuple, list, dict)) else t for t in output_types]
-        np_struct = tuple(d.as_numpy_dtype if isinstance(d, tf.DType) and d != tf.string
-                          else (object if d == tf.string else d) for d in flat)
-    else:
-        flat = [conv(output_types)]
-        np_struct = flat[0].as_numpy_dtype if flat[0] != tf.string else object
-    return flat, np_struct
+        return flat, {k: to_numpy(d) for k, d in zip(output_types, flat)}
+    if isinstance(output_types, (tuple, list)):
+        flat = [conv(t) for t in output_types]
+        return flat, tuple(to_numpy(d) for d in flat)
+    flat = [conv(output_types)]
+    return flat, to_numpy(flat[0])
 
 
 def _pull(runtime: PipelineRuntime, index: int) -> List[np.ndarray]:
