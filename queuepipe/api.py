@@ -60,19 +60,20 @@ def make_pipeline(source: Any, spec: Spec, output_types: Any, *, batch_size: int
         seed = random.SystemRandom().getrandbits(63)
     plan = WorkerPlan(source=source, spec=spec, count=workers, batch_size=batch_size,
                       max_batches=per_block, shuffle_rows=shuffle_rows, seed=int(seed))
+    if capacity is None:
+        capacity_batches = max(8, 2 * workers * per_block)
+    else:
+        capacity_batches = max(1, math.ceil(_positive_int("capacity", capacity) / batch_size))
     if mode == "thread":
         def make_backend(i: int):
             return ThreadBackend(plan, i)
     else:
         from .core.process_backend import ProcessWorkers
-        pool = ProcessWorkers(plan, start_method=start_method)
+        pool = ProcessWorkers(plan, start_method=start_method,
+                              n_slots=ProcessWorkers.slots_for_capacity(capacity_batches, per_block))
         make_backend = pool.backend
     runtime = PipelineRuntime(spec, workers, batch_size, allow_smaller_final_batch, make_backend, mode,
                               batches_per_block=per_block)
-    if capacity is None:
-        capacity_batches = max(8, 2 * workers * per_block)
-    else:
-        capacity_batches = max(1, math.ceil(_positive_int("capacity", capacity) / batch_size))
     return build_pipeline(runtime, spec, output_types, batch_size=batch_size,
                           capacity_batches=capacity_batches, batches_per_block=per_block,
                           allow_smaller_final_batch=allow_smaller_final_batch, name=name)

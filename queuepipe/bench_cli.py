@@ -230,14 +230,20 @@ def consumer_op(tensors: Sequence[Any]):
 
 
 def limit_consumer(batch: Sequence[np.ndarray], *, seconds: float = 1.0, warmup: int = 20,
-                   make_consumer: Callable = consumer_op) -> Tuple[int, float]:
-    """(rows, seconds): ``sess.run`` of the consumer on one batch held in ``tf.Variable`` s."""
+                   make_consumer: Callable = consumer_op, also_fetch: Sequence[int] = ()) -> Tuple[int, float]:
+    """(rows, seconds): ``sess.run`` of the consumer on one batch held in ``tf.Variable`` s.
+
+    ``also_fetch``: indices of batch tensors fetched with the consumer op, when the loop
+    being compared fetches them too (a harness reading ``y`` back to check delivery)."""
     import tensorflow as tf
     tf1 = tf.compat.v1
     graph = tf.Graph()
     with graph.as_default():
         variables = [tf1.Variable(b, trainable=False) for b in batch]
-        op = make_consumer([v.read_value() for v in variables])
+        values = [v.read_value() for v in variables]
+        op = make_consumer(values)
+        if also_fetch:
+            op = [op] + [values[i] for i in also_fetch]
         with tf1.Session(graph=graph) as sess:
             sess.run(tf1.global_variables_initializer())
             for _ in range(warmup):

@@ -165,3 +165,34 @@ def test_parent_killed_or_interrupted_leaves_no_child_and_no_shared_memory(tmp_p
         proc.stderr.close()
     assert _wait_gone(pids) == [], f"worker processes outlived their parent ({how})"
     assert _shm_names() - shm_before == set()
+
+
+def test_batches_lent_from_shared_memory_keep_their_values_while_the_child_writes_on(tmp_path):
+    """Blocks reach TF as views of the child's slots (no copy): a slot must not be rewritten
+    while a batch made from it waits in the queue or is still held as a tensor/array."""
+    import h5py
+    path = str(tmp_path / "lent.h5")
+    n, width = 4096, 64
+    with h5py.File(path, "w") as f:
+        f["X"] = (np.arange(n, dtype=np.float32)[:, None] + np.zeros((1, width), np.float32))
+        f["y"] = np.arange(n, dtype=np.int64)
+    with tf.Graph().as_default():
+        pipe = queuepipe.from_hdf5(path, ["X", "y"], batch_size=32, workers=2, mode="process",
+                                   batches_per_block=4, capacity=32 * 24, num_epochs=2)
+        x, y = pipe.batch
+        held = []
+        with tf1.Session() as sess, queuepipe.running(sess):
+            deadline = time.monotonic() + 30
+            while sess.run(pipe.size()) < 24 and time.monotonic() < deadline:
+                time.sleep(0.02)  # the queue fills up: its batches hold slots, the children wait
+            try:
+                while True:
+                    xs, ys = sess.run([x, y])
+                    held.append((xs, ys))
+                    assert (xs == ys[:, None].astype(np.float32)).all()
+            except tf.errors.OutOfRangeError:
+                pass
+    ids = np.concatenate([ys for _, ys in held])
+    assert np.bincount(ids, minlength=n).tolist() == [2] * n
+    for xs, ys in held:  # still intact after the run: fetched arrays own their data
+        assert (xs == ys[:, None].astype(np.float32)).all()

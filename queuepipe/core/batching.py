@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Deque, Iterable, Iterator, List, Optional
+from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -29,6 +29,28 @@ def aligned_empty(shape, dtype) -> np.ndarray:
     raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
     offset = (-raw.ctypes.data) % ALIGNMENT
     return raw[offset:offset + nbytes].view(dtype).reshape(shape)
+
+
+BlockAllocator = Callable[[List[Tuple[Tuple[int, ...], np.dtype]]], Optional[List[np.ndarray]]]
+_block_allocator: Optional[BlockAllocator] = None
+
+
+def set_block_allocator(allocator: Optional[BlockAllocator]) -> None:
+    """Where new blocks' buffers come from in this process (a worker process: its shared-memory
+    slots, so a block is written once, where the parent reads it).  The allocator returns
+    None when it has nothing to give; None here restores plain aligned memory."""
+    global _block_allocator
+    _block_allocator = allocator
+
+
+def empty_block(columns: List[Tuple[Tuple[int, ...], Any]]) -> List[np.ndarray]:
+    """Uninitialised 64-byte-aligned buffers for a block's columns, given (shape, dtype) each."""
+    wanted = [(tuple(shape), np.dtype(dtype)) for shape, dtype in columns]
+    if _block_allocator is not None:
+        got = _block_allocator(wanted)
+        if got is not None:
+            return got
+    return [aligned_empty(shape, dtype) for shape, dtype in wanted]
 
 
 @dataclass
@@ -271,8 +293,8 @@ class Batcher:
     def _new_dest(self, store, rows: int) -> List[np.ndarray]:
         if self.spec.any_padded:
             return self._empty_raw(store, rows)
-        return [aligned_empty((rows,) + self._row_shape(store, k), self._dtype(store, k))
-                for k in range(len(self.spec.fields))]
+        return empty_block([((rows,) + self._row_shape(store, k), self._dtype(store, k))
+                            for k in range(len(self.spec.fields))])
 
     def _finish(self, columns: List[np.ndarray], rows: int) -> Block:
         if self.spec.any_padded:

@@ -17,13 +17,14 @@ import threading
 import time
 import traceback
 from multiprocessing.connection import Connection
-from typing import List
+from collections import deque
+from typing import Deque, List, Optional, Set
 
 import numpy as np
 
 from . import worker_info as wi
-from .batching import Block
-from .shm_slots import SlotArena
+from .batching import Block, set_block_allocator
+from .shm_slots import CHILD_RESERVE, SlotArena
 from .worker import EndOfStream, WorkerFailed
 
 PARENT_POLL_SECONDS = 0.5
@@ -67,39 +68,85 @@ def _pickled_error(exc: BaseException):
 
 
 class _Shipper:
-    """Sends blocks to the parent through free slots, waiting for one when all are in use."""
+    """Owns this worker's slots: lends free ones to the loop for new blocks, ships blocks.
+
+    A slot is free when neither side holds it: the parent gives it back (``free``) once
+    TensorFlow is done with the block, and the lease on its views here ends when this
+    process drops them (the batcher may keep rows of a chunk after shipping part of it).
+    A block written in a slot ships as it is; any other block is copied into a free slot.
+    """
 
     def __init__(self, conn: Connection, arena: SlotArena, batch_size: int):
         self.conn = conn
         self.arena = arena
         self.batch_size = batch_size
-        self.free: List[int] = list(range(arena.n_slots))
+        self.free: Deque[int] = deque(range(arena.n_slots))
+        self.at_parent: Set[int] = set()
+        self.leased: Set[int] = set()
 
-    def _take_slot(self) -> int:
-        while not self.free:
+    # -- slot states ---------------------------------------------------------------------
+    def _release(self, slot: int) -> None:
+        if slot not in self.at_parent and slot not in self.leased and slot not in self.free:
+            self.free.append(slot)
+
+    def _lease_ended(self, slot: int) -> None:
+        self.leased.discard(slot)
+        self._release(slot)
+
+    def _receive(self, block: bool) -> None:
+        while block or self.conn.poll():
             msg = self.conn.recv()  # EOFError when the parent is gone
             if msg[0] == "free":
-                self.free.append(msg[1])
-        return self.free.pop()
+                self.at_parent.discard(msg[1])
+                self._release(msg[1])
+            block = False
 
-    def _drain_nonblocking(self) -> None:
-        while self.conn.poll():
-            msg = self.conn.recv()
-            if msg[0] == "free":
-                self.free.append(msg[1])
+    def _may_wait(self) -> bool:
+        """Whether a slot is sure to come back: the parent keeps at most ``n - 1 - CHILD_RESERVE``
+        slots lent to TensorFlow (which may keep them as long as the user keeps fetched batches),
+        so one of ``n - CHILD_RESERVE`` slots at the parent and not viewed here is in transit."""
+        return len(self.at_parent - self.leased) >= self.arena.n_slots - CHILD_RESERVE
+
+    def _wait_for_free_slot(self) -> bool:
+        """Block until a slot is free, when one is sure to come back; else False at once."""
+        self._receive(block=False)
+        while not self.free:
+            if not self._may_wait():
+                return False
+            self._receive(block=True)
+        return True
+
+    # -- the loop's side -------------------------------------------------------------------
+    def allocate(self, wanted) -> Optional[List[np.ndarray]]:
+        """A new block's buffers in a free slot (the block allocator of this process)."""
+        if not self._wait_for_free_slot():
+            return None
+        slot = self.free.popleft()
+        columns = self.arena.lease(slot, wanted, self._lease_ended)
+        if columns is None:
+            self.free.appendleft(slot)
+            return None
+        self.leased.add(slot)
+        return columns
 
     def ship(self, block: Block) -> None:
-        self._drain_nonblocking()
+        self._receive(block=False)
         for piece in self._pieces(block):
-            metas, nbytes = SlotArena.layout(piece.columns)
             objects = [c if c.dtype == object else None for c in piece.columns]
             header = (piece.n_rows, piece.n_batches, piece.tail)
-            if nbytes <= self.arena.slot_bytes:
-                slot = self._take_slot()
+            found = self.arena.locate(piece.columns)
+            if found is not None and found[0] in self.leased and found[0] not in self.at_parent:
+                slot, metas = found  # written in place: no copy
+            else:
+                metas, nbytes = SlotArena.layout(piece.columns)
+                if nbytes > self.arena.slot_bytes or not self._wait_for_free_slot():
+                    # larger than a slot, or every slot is held here: pickle it (rare; logged)
+                    self.conn.send(("inline", header, list(piece.columns)))
+                    continue
+                slot = self.free.popleft()
                 self.arena.write(slot, piece.columns, metas)
-                self.conn.send(("block", slot, header, metas, objects))
-            else:  # a single batch larger than a slot: pickle it (rare; logged by the parent)
-                self.conn.send(("inline", header, list(piece.columns)))
+            self.at_parent.add(slot)
+            self.conn.send(("block", slot, header, metas, objects))
 
     def _pieces(self, block: Block):
         """Split a many-batch block at batch boundaries so that each piece fits a slot."""
@@ -143,6 +190,7 @@ def main(argv: List[str]) -> int:
     random.seed(loop.info.seed)
     np.random.seed(loop.info.seed % (2 ** 32))
     shipper = _Shipper(conn, arena, plan.batch_size)
+    set_block_allocator(shipper.allocate)
     try:
         while True:
             try:

@@ -2,8 +2,9 @@
 
 Each worker runs its WorkerLoop in a fresh interpreter (``python -m
 queuepipe.core.child``, never a fork of a TF process) and ships finished blocks
-through fixed shared-memory slots; the parent's enqueue op copies a block once into
-an aligned buffer that TensorFlow adopts, and frees the slot.  Only small metadata
+through fixed shared-memory slots.  The parent lends a slot's bytes to TensorFlow as
+they are (64-byte-aligned views that TF adopts without a copy) and gives the slot
+back to the child once the last tensor made from it is gone.  Only small metadata
 is pickled.  A child that raises, or dies (signal, OOM killer, crash in C code), is
 reported as a worker failure naming the worker and the signal within a poll period.
 """
@@ -25,7 +26,7 @@ from typing import Optional
 from .batching import Block
 from .errors import RemoteTraceback, WorkerDiedError, WorkerFailure
 from .plan import WorkerPlan
-from .shm_slots import SlotArena, create_memfd
+from .shm_slots import CHILD_RESERVE, SlotArena, create_memfd
 from .worker import EndOfStream, WorkerFailed
 
 log = logging.getLogger("queuepipe")
@@ -54,6 +55,9 @@ class ProcessWorkers:
     """Factory of process backends for one pipeline; checks picklability at build time."""
 
     def __init__(self, plan: WorkerPlan, start_method: Optional[str] = None, n_slots: int = DEFAULT_SLOTS):
+        """``n_slots`` per worker bounds its shared memory; blocks lent to TensorFlow hold their
+        slot while their batches wait in the queue, so it must exceed the queue's capacity in
+        blocks (see :func:`slots_for_capacity`) or the child waits on the consumer."""
         if start_method not in (None, "spawn"):
             raise ValueError("queuepipe starts worker processes as fresh interpreters ('spawn'); "
                              f"start_method={start_method!r} is not supported (fork is unsafe once "
@@ -77,6 +81,12 @@ class ProcessWorkers:
         block_bytes = (row or 0) * plan.batch_size * plan.max_batches
         self.slot_bytes = max(MIN_SLOT_BYTES, block_bytes + 64 * (len(plan.spec.fields) + 1))
 
+    @staticmethod
+    def slots_for_capacity(capacity_batches: int, batches_per_block: int) -> int:
+        """Slots per worker: the queue's capacity in blocks, plus one block being consumed, one
+        waiting to enqueue, one being written by the child and the child's reserve."""
+        return max(DEFAULT_SLOTS, -(-capacity_batches // batches_per_block) + 3 + CHILD_RESERVE)
+
     def backend(self, index: int) -> "ProcessBackend":
         return ProcessBackend(self, index)
 
@@ -93,6 +103,13 @@ class ProcessBackend:
         self._done = False
         self._inline_warned = False
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        # Slots lent to TF come back when their last tensor is gone -- which may be never
+        # while the user keeps fetched batches (fetches share the tensors' memory).  So at
+        # most n_slots - 1 - CHILD_RESERVE are lent; beyond that a block is copied and its
+        # slot freed at once, and the child can always get a slot back.
+        self._n_slots = workers.n_slots
+        self._lent = 0
         shm_fd = create_memfd(workers.n_slots * workers.slot_bytes, f"queuepipe-w{index}")
         parent_sock, child_sock = socket.socketpair()
         try:
@@ -141,18 +158,21 @@ class ProcessBackend:
         kind = msg[0]
         if kind == "block":
             _, slot, (n_rows, n_batches, tail), metas, objects = msg
-            columns = self.arena.read(slot, metas)
-            try:
-                self.conn.send(("free", slot))
-            except OSError:
-                pass
+            with self._send_lock:
+                lend = self._lent < self._n_slots - 1 - CHILD_RESERVE
+                self._lent += lend
+            if lend:
+                columns = self.arena.lend(slot, metas, self._give_back)
+            else:  # every other slot is still held (e.g. fetched batches kept by the user): copy
+                columns = self.arena.read(slot, metas)
+                self._free(slot)
             columns = [o if o is not None else c for c, o in zip(columns, objects)]
             return Block(columns, n_rows, n_batches, tail=tail)
         if kind == "inline":
             _, (n_rows, n_batches, tail), columns = msg
             if not self._inline_warned:
-                log.warning("queuepipe: %s sent a block larger than its %d-byte shared-memory slot; "
-                            "it was pickled instead", self.where, self._slot_bytes)
+                log.warning("queuepipe: %s sent a block that did not fit a free %d-byte shared-memory "
+                            "slot; it was pickled instead", self.where, self._slot_bytes)
                 self._inline_warned = True
             return Block(columns, n_rows, n_batches, tail=tail)
         if kind == "end":
@@ -172,6 +192,22 @@ class ProcessBackend:
             self._done = True
             raise WorkerFailed(WorkerFailure(exc, self.index, self.count, "process", traceback_text=tb_text))
         raise RuntimeError(f"queuepipe: unexpected message from {self.where}: {kind!r}")
+
+    def _give_back(self, slot: int) -> None:
+        """The last tensor made from lent ``slot`` is gone (any thread, GIL held)."""
+        with self._send_lock:
+            self._lent -= 1
+        self._free(slot)
+
+    def _free(self, slot: int) -> None:
+        """Let the child reuse ``slot``."""
+        with self._send_lock:
+            if self._closed:
+                return
+            try:
+                self.conn.send(("free", slot))
+            except (OSError, ValueError):
+                pass  # the child is gone or going; nothing to give back to
 
     def _death(self) -> WorkerDiedError:
         try:
@@ -210,8 +246,9 @@ class ProcessBackend:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.conn.close()
-        self.arena.close()
+        with self._send_lock:
+            self.conn.close()
+        self.arena.close()  # a slot still lent to TF stays mapped until its last tensor is gone
 
 
 @atexit.register

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import mmap
 import os
-from typing import List, Tuple
+import weakref
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
 from .batching import ALIGNMENT, aligned_empty
+
+# Slots the parent never keeps lent to TensorFlow: the child may still hold views of one
+# block (the chunk it just shipped) while it writes the next, so the protocol keeps one
+# more slot coming back than the child can hold (see child._Shipper._may_wait).
+CHILD_RESERVE = 1
 
 # (dtype str, shape, byte offset in slot) per numeric column; object columns travel pickled
 ColumnMeta = Tuple[str, Tuple[int, ...], int]
@@ -24,6 +30,10 @@ def create_memfd(size: int, name: str = "queuepipe-slots") -> int:
     fd = os.memfd_create(name, os.MFD_CLOEXEC)
     os.ftruncate(fd, size)
     return fd
+
+
+class _SlotLease(np.ndarray):
+    """Marks the bytes of one lent slot: alive while any view of the slot is."""
 
 
 class SlotArena:
@@ -63,6 +73,84 @@ class SlotArena:
             dtype, shape, offset = meta
             view = self._buf[base + offset: base + offset + col.nbytes].view(np.dtype(dtype)).reshape(shape)
             np.copyto(view, col, casting="no")
+
+    @staticmethod
+    def layout_of(wanted: List[Tuple[Tuple[int, ...], np.dtype]]) -> Tuple[List[ColumnMeta], int]:
+        """:meth:`layout` for columns given as (shape, dtype)."""
+        metas, offset = [], 0
+        for shape, dt in wanted:
+            if dt == object:
+                metas.append(None)
+                continue
+            offset = (offset + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
+            metas.append((dt.str, tuple(shape), offset))
+            offset += int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        return metas, offset
+
+    def _views(self, slot: int, metas: List[ColumnMeta], release: Callable[[int], None]) -> List[np.ndarray]:
+        """Views of ``slot`` at ``metas``; ``release(slot)`` runs when the last of them is gone."""
+        base = slot * self.slot_bytes
+        lease = self._buf[base: base + self.slot_bytes].view(_SlotLease)
+        weakref.finalize(lease, release, slot).atexit = False
+        out = []
+        for meta in metas:
+            if meta is None:
+                out.append(None)
+                continue
+            dtype, shape, offset = meta
+            dt = np.dtype(dtype)
+            n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+            # slicing the lease keeps it as the base: numpy does not collapse view chains
+            # through an ndarray subclass, so the finalizer waits for these views too
+            out.append(lease[offset: offset + n].view(dt).reshape(shape).view(np.ndarray))
+        return out
+
+    def lend(self, slot: int, metas: List[ColumnMeta], release: Callable[[int], None]) -> List[np.ndarray]:
+        """The slot's numeric columns as views of the slot itself -- no copy (the reading side).
+
+        The views are 64-byte aligned, so TensorFlow adopts them as tensors without a copy
+        either.  ``release(slot)`` is called once the last view (and every tensor made
+        from one) is gone; until then the slot stays the caller's.  Columns in a
+        non-native byte order are the exception: they are copied (and converted), as by
+        :meth:`read`, and the slot is released at once.
+        """
+        if any(m is not None and np.dtype(m[0]).byteorder not in "=|" for m in metas):
+            out = self.read(slot, metas)
+            release(slot)
+            return out
+        return self._views(slot, metas, release)
+
+    def lease(self, slot: int, wanted: List[Tuple[Tuple[int, ...], np.dtype]],
+              release: Callable[[int], None]) -> Optional[List[np.ndarray]]:
+        """Uninitialised columns (shape, dtype) laid out in ``slot`` (the writing side), or None
+        when they do not fit; object columns are ordinary arrays.  ``release`` as in :meth:`lend`."""
+        metas, nbytes = self.layout_of(wanted)
+        if nbytes > self.slot_bytes:
+            return None
+        views = self._views(slot, metas, release)
+        return [v if v is not None else np.empty(shape, dt) for v, (shape, dt) in zip(views, wanted)]
+
+    def locate(self, columns: List[np.ndarray]) -> Optional[Tuple[int, List[ColumnMeta]]]:
+        """(slot, metas) if every numeric column is a contiguous, aligned stretch of one slot --
+        a block written in place, which ships without a copy; else None."""
+        start = self._buf.ctypes.data
+        slot, metas = None, []
+        for col in columns:
+            if col.dtype == object:
+                metas.append(None)
+                continue
+            if not col.flags.c_contiguous or col.dtype.byteorder not in "=|":
+                return None
+            pos = col.ctypes.data - start
+            s = pos // self.slot_bytes if 0 <= pos < self.n_slots * self.slot_bytes else None
+            if s is None or (slot is not None and s != slot):
+                return None
+            slot = s
+            offset = pos - s * self.slot_bytes
+            if offset % ALIGNMENT or offset + col.nbytes > self.slot_bytes:
+                return None
+            metas.append((col.dtype.str, tuple(col.shape), offset))
+        return (slot, metas) if slot is not None else None
 
     def read(self, slot: int, metas: List[ColumnMeta]) -> List[np.ndarray]:
         """Copies of the slot's numeric columns in fresh aligned buffers (TF adopts them as they are)."""

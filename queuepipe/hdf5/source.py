@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..core.batching import aligned_empty
+from ..core.batching import empty_block
 from ..core.errors import add_note
 from ..core.spec import Spec
 from ..core.worker_info import worker_info
@@ -106,7 +106,7 @@ class HDF5Source:
         starts = np.concatenate([r[0] for r in runs])
         stops = np.concatenate([r[1] for r in runs])
         n = int((stops - starts).sum())
-        columns = [aligned_empty((n,) + c.shape, c.dtype) for c in self.layout.columns]
+        columns = empty_block([((n,) + c.shape, c.dtype) for c in self.layout.columns])
         for di, geo in enumerate(self.geometries):
             files.run(di, plan_reads(starts, stops, geo), columns)
         rid = self.layout.row_id_column
