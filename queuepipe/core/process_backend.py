@@ -83,9 +83,12 @@ class ProcessWorkers:
 
     @staticmethod
     def slots_for_capacity(capacity_batches: int, batches_per_block: int) -> int:
-        """Slots per worker: the queue's capacity in blocks, plus one block being consumed, one
-        waiting to enqueue, one being written by the child and the child's reserve."""
-        return max(DEFAULT_SLOTS, -(-capacity_batches // batches_per_block) + 3 + CHILD_RESERVE)
+        """Slots per worker: enough that a steady pipeline never runs out of slots to lend.
+
+        Lent at once: the queue's capacity in blocks, one block being consumed, one whose
+        last tensors await TF's delayed release, one waiting to enqueue; then one the child
+        is writing, one it may still view, and the reserve the parent never lends."""
+        return max(DEFAULT_SLOTS, -(-capacity_batches // batches_per_block) + 5 + CHILD_RESERVE)
 
     def backend(self, index: int) -> "ProcessBackend":
         return ProcessBackend(self, index)
