@@ -148,55 +148,80 @@ class _RowStore:
 
 
 class _ShuffleBuffer:
-    """A fixed-capacity pool of rows from which random rows are drawn (seeded)."""
+    """A pool of rows from which uniformly random rows are drawn (seeded).
+
+    Rows stay where they were written: the pool keeps an index of occupied slots and a
+    stack of free ones, so each row is copied in once and out once -- never moved to
+    close the gap a drawn row leaves.
+    """
 
     def __init__(self, rng: np.random.Generator):
         self.rng = rng
         self.columns: Optional[List[np.ndarray]] = None
+        self.occupied = np.zeros(0, np.int64)  # slot of the i-th row in the pool, i < rows
+        self.free = np.zeros(0, np.int64)      # free slots, used from the end
+        self.n_free = 0
         self.rows = 0
+
+    def _grow(self, need: int, like: List[np.ndarray]) -> None:
+        old = 0 if self.columns is None else len(self.columns[0])
+        cap = max(need, 2 * old, 64)
+        grown = []
+        for k, c in enumerate(like):
+            g = np.empty((cap,) + c.shape[1:], c.dtype)
+            if old:
+                g[:old] = self.columns[k]
+            grown.append(g)
+        self.columns = grown
+        occupied = np.zeros(cap, np.int64)
+        occupied[:self.rows] = self.occupied[:self.rows]
+        self.occupied = occupied
+        free = np.zeros(cap, np.int64)
+        free[:self.n_free] = self.free[:self.n_free]
+        new_slots = np.arange(cap - 1, old - 1, -1)
+        free[self.n_free:self.n_free + len(new_slots)] = new_slots
+        self.free, self.n_free = free, self.n_free + len(new_slots)
 
     def add(self, columns: List[np.ndarray]) -> None:
         n = len(columns[0])
         if n == 0:
             return
-        if self.columns is None:
-            cap = max(2 * n, 64)
-            self.columns = [np.empty((cap,) + c.shape[1:], c.dtype) for c in columns]
-        need = self.rows + n
-        if need > len(self.columns[0]):
-            cap = max(need, 2 * len(self.columns[0]))
-            grown = []
-            for c in self.columns:
-                g = np.empty((cap,) + c.shape[1:], c.dtype)
-                g[:self.rows] = c[:self.rows]
-                grown.append(g)
-            self.columns = grown
+        if self.n_free < n:
+            self._grow(self.rows + n, columns)
+        slots = self.free[self.n_free - n:self.n_free][::-1]
+        self.n_free -= n
+        contiguous = n == 1 or bool((np.diff(slots) == 1).all())
         for buf, c in zip(self.columns, columns):
-            buf[self.rows:need] = c
-        self.rows = need
+            if contiguous:
+                buf[slots[0]:slots[0] + n] = c
+            else:
+                buf[slots] = c
+        self.occupied[self.rows:self.rows + n] = slots
+        self.rows += n
 
     def sample_column(self, k: int) -> np.ndarray:
         return self.columns[k]
 
     def take_into(self, dest: List[np.ndarray], n: int) -> None:
-        """Move ``n`` uniformly chosen rows into ``dest`` and close the gaps they leave."""
+        """Move ``n`` uniformly chosen rows into ``dest``; their slots become free."""
         size = self.rows
         chosen = self.rng.choice(size, n, replace=False) if n < size else self.rng.permutation(size)
+        slots = self.occupied[chosen]
         for d, buf in zip(dest, self.columns):
             if buf.dtype == object:
-                d[:] = buf[chosen]
+                d[:] = buf[slots]
+                buf[slots] = None  # drop the references now
             else:
-                np.take(buf[:size], chosen, axis=0, out=d)
+                np.take(buf, slots, axis=0, out=d)
         keep = size - n
-        if keep:
+        if keep:  # close the gaps in the index (not in the data)
             taken = np.zeros(size, dtype=bool)
             taken[chosen] = True
             holes = np.flatnonzero(taken[:keep])
             movers = keep + np.flatnonzero(~taken[keep:])
-            for buf in self.columns:
-                buf[holes] = buf[movers]
-                if buf.dtype == object:
-                    buf[keep:size] = None
+            self.occupied[holes] = self.occupied[movers]
+        self.free[self.n_free:self.n_free + n] = slots
+        self.n_free += n
         self.rows = keep
 
 
