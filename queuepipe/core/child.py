@@ -83,17 +83,21 @@ class _Shipper:
         self.free: Deque[int] = deque(range(arena.n_slots))
         self.at_parent: Set[int] = set()
         self.leased: Set[int] = set()
+        self._ended: Deque = deque()  # tokens of leases whose views are all gone (appended from C)
 
     # -- slot states ---------------------------------------------------------------------
     def _release(self, slot: int) -> None:
         if slot not in self.at_parent and slot not in self.leased and slot not in self.free:
             self.free.append(slot)
 
-    def _lease_ended(self, slot: int) -> None:
-        self.leased.discard(slot)
-        self._release(slot)
+    def _collect_ended_leases(self) -> None:
+        while self._ended:
+            slot = self.arena.released(self._ended.popleft())
+            self.leased.discard(slot)
+            self._release(slot)
 
     def _receive(self, block: bool) -> None:
+        self._collect_ended_leases()
         while block or self.conn.poll():
             msg = self.conn.recv()  # EOFError when the parent is gone
             if msg[0] == "free":
@@ -111,6 +115,9 @@ class _Shipper:
         """Block until a slot is free, when one is sure to come back; else False at once."""
         self._receive(block=False)
         while not self.free:
+            self._collect_ended_leases()
+            if self.free:
+                break
             if not self._may_wait():
                 return False
             self._receive(block=True)
@@ -122,7 +129,7 @@ class _Shipper:
         if not self._wait_for_free_slot():
             return None
         slot = self.free.popleft()
-        columns = self.arena.lease(slot, wanted, self._lease_ended)
+        columns = self.arena.lease(slot, wanted, self._ended.append)
         if columns is None:
             self.free.appendleft(slot)
             return None

@@ -14,6 +14,7 @@ import atexit
 import logging
 import os
 import pickle
+import queue
 import signal
 import socket
 import subprocess
@@ -113,6 +114,7 @@ class ProcessBackend:
         # slot freed at once, and the child can always get a slot back.
         self._n_slots = workers.n_slots
         self._lent = 0
+        self._released: "queue.SimpleQueue" = queue.SimpleQueue()
         shm_fd = create_memfd(workers.n_slots * workers.slot_bytes, f"queuepipe-w{index}")
         parent_sock, child_sock = socket.socketpair()
         try:
@@ -131,6 +133,9 @@ class ProcessBackend:
                  "plan": workers.plan_bytes, "index": index, "n_slots": workers.n_slots,
                  "slot_bytes": workers.slot_bytes}
         self.conn.send_bytes(pickle.dumps(setup))
+        self._releaser = threading.Thread(target=self._give_back_released_slots, daemon=True,
+                                          name=f"queuepipe-w{index}-release")
+        self._releaser.start()
         _live.add(self)
 
     @property
@@ -162,10 +167,10 @@ class ProcessBackend:
         if kind == "block":
             _, slot, (n_rows, n_batches, tail), metas, objects = msg
             with self._send_lock:
-                lend = self._lent < self._n_slots - 1 - CHILD_RESERVE
+                lend = self._lent < self._n_slots - 1 - CHILD_RESERVE and SlotArena.native(metas)
                 self._lent += lend
             if lend:
-                columns = self.arena.lend(slot, metas, self._give_back)
+                columns = self.arena.lend(slot, metas, self._released.put)
             else:  # every other slot is still held (e.g. fetched batches kept by the user): copy
                 columns = self.arena.read(slot, metas)
                 self._free(slot)
@@ -196,11 +201,20 @@ class ProcessBackend:
             raise WorkerFailed(WorkerFailure(exc, self.index, self.count, "process", traceback_text=tb_text))
         raise RuntimeError(f"queuepipe: unexpected message from {self.where}: {kind!r}")
 
-    def _give_back(self, slot: int) -> None:
-        """The last tensor made from lent ``slot`` is gone (any thread, GIL held)."""
-        with self._send_lock:
-            self._lent -= 1
-        self._free(slot)
+    def _give_back_released_slots(self) -> None:
+        """Thread: hand each lent slot back to the child once its last tensor is gone.
+
+        TF drops tensors inside the user's ``sess.run`` (its delayed numpy decref); only a
+        C-level ``SimpleQueue.put`` runs there, and the Python work happens here, off the
+        main thread, where no Ctrl-C can be raised (and lost)."""
+        while True:
+            token = self._released.get()
+            if token is None:
+                return
+            slot = self.arena.released(token)
+            with self._send_lock:
+                self._lent -= 1
+            self._free(slot)
 
     def _free(self, slot: int) -> None:
         """Let the child reuse ``slot``."""
@@ -249,6 +263,8 @@ class ProcessBackend:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._released.put(None)
+        self._releaser.join()
         with self._send_lock:
             self.conn.close()
         self.arena.close()  # a slot still lent to TF stays mapped until its last tensor is gone

@@ -10,7 +10,7 @@ from __future__ import annotations
 import mmap
 import os
 import weakref
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -44,6 +44,7 @@ class SlotArena:
         self.slot_bytes = slot_bytes
         self._map = mmap.mmap(fd, n_slots * slot_bytes)
         self._buf = np.frombuffer(self._map, dtype=np.uint8)
+        self._leases: Dict[int, Tuple[Any, int]] = {}  # id(token) -> (token, slot)
 
     def close(self) -> None:
         self._buf = None
@@ -87,11 +88,19 @@ class SlotArena:
             offset += int(np.prod(shape, dtype=np.int64)) * dt.itemsize
         return metas, offset
 
-    def _views(self, slot: int, metas: List[ColumnMeta], release: Callable[[int], None]) -> List[np.ndarray]:
-        """Views of ``slot`` at ``metas``; ``release(slot)`` runs when the last of them is gone."""
+    def _views(self, slot: int, metas: List[ColumnMeta], notify: Callable[[Any], Any]) -> List[np.ndarray]:
+        """Views of ``slot`` at ``metas``.  When the last of them is gone, ``notify(token)`` is
+        called; :meth:`released` turns the token back into the slot number.
+
+        ``notify`` must be a C-level callable such as ``deque.append`` or ``SimpleQueue.put``:
+        it runs wherever the last reference drops -- inside TensorFlow's delayed decref in the
+        user's ``sess.run``, typically -- and Python code run there could swallow a pending
+        Ctrl-C (exceptions in weakref callbacks are only printed).
+        """
         base = slot * self.slot_bytes
         lease = self._buf[base: base + self.slot_bytes].view(_SlotLease)
-        weakref.finalize(lease, release, slot).atexit = False
+        token = weakref.ref(lease, notify)
+        self._leases[id(token)] = (token, slot)
         out = []
         for meta in metas:
             if meta is None:
@@ -101,33 +110,37 @@ class SlotArena:
             dt = np.dtype(dtype)
             n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
             # slicing the lease keeps it as the base: numpy does not collapse view chains
-            # through an ndarray subclass, so the finalizer waits for these views too
+            # through an ndarray subclass, so the token waits for these views too
             out.append(lease[offset: offset + n].view(dt).reshape(shape).view(np.ndarray))
         return out
 
-    def lend(self, slot: int, metas: List[ColumnMeta], release: Callable[[int], None]) -> List[np.ndarray]:
+    def released(self, token: Any) -> int:
+        """The slot whose views are all gone, from the token :meth:`_views` passed to ``notify``."""
+        return self._leases.pop(id(token))[1]
+
+    @staticmethod
+    def native(metas: List[ColumnMeta]) -> bool:
+        """Whether every numeric column is in native byte order (TF can adopt it as it is)."""
+        return all(m is None or np.dtype(m[0]).byteorder in "=|" for m in metas)
+
+    def lend(self, slot: int, metas: List[ColumnMeta], notify: Callable[[Any], Any]) -> List[np.ndarray]:
         """The slot's numeric columns as views of the slot itself -- no copy (the reading side).
 
         The views are 64-byte aligned, so TensorFlow adopts them as tensors without a copy
-        either.  ``release(slot)`` is called once the last view (and every tensor made
-        from one) is gone; until then the slot stays the caller's.  Columns in a
-        non-native byte order are the exception: they are copied (and converted), as by
-        :meth:`read`, and the slot is released at once.
+        either; the slot is the caller's until the last view (and every tensor made from
+        one) is gone and ``notify`` has been called (see :meth:`_views`).  Columns must be in
+        native byte order (:meth:`native`); others are for :meth:`read`.
         """
-        if any(m is not None and np.dtype(m[0]).byteorder not in "=|" for m in metas):
-            out = self.read(slot, metas)
-            release(slot)
-            return out
-        return self._views(slot, metas, release)
+        return self._views(slot, metas, notify)
 
     def lease(self, slot: int, wanted: List[Tuple[Tuple[int, ...], np.dtype]],
-              release: Callable[[int], None]) -> Optional[List[np.ndarray]]:
+              notify: Callable[[Any], Any]) -> Optional[List[np.ndarray]]:
         """Uninitialised columns (shape, dtype) laid out in ``slot`` (the writing side), or None
-        when they do not fit; object columns are ordinary arrays.  ``release`` as in :meth:`lend`."""
+        when they do not fit; object columns are ordinary arrays.  ``notify`` as in :meth:`lend`."""
         metas, nbytes = self.layout_of(wanted)
         if nbytes > self.slot_bytes:
             return None
-        views = self._views(slot, metas, release)
+        views = self._views(slot, metas, notify)
         return [v if v is not None else np.empty(shape, dt) for v, (shape, dt) in zip(views, wanted)]
 
     def locate(self, columns: List[np.ndarray]) -> Optional[Tuple[int, List[ColumnMeta]]]:
