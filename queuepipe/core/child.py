@@ -16,8 +16,8 @@ import sys
 import threading
 import time
 import traceback
-from multiprocessing.connection import Connection
 from collections import deque
+from multiprocessing.connection import Connection
 from typing import Deque, List, Optional, Set
 
 import numpy as np
