@@ -82,19 +82,16 @@ class _Shipper:
         self.batch_size = batch_size
         self.free: Deque[int] = deque(range(arena.n_slots))
         self.at_parent: Set[int] = set()
-        self.leased: Set[int] = set()
         self._ended: Deque = deque()  # tokens of leases whose views are all gone (appended from C)
 
     # -- slot states ---------------------------------------------------------------------
     def _release(self, slot: int) -> None:
-        if slot not in self.at_parent and slot not in self.leased and slot not in self.free:
+        if slot not in self.at_parent and slot not in self.arena.leased_slots() and slot not in self.free:
             self.free.append(slot)
 
     def _collect_ended_leases(self) -> None:
         while self._ended:
-            slot = self.arena.released(self._ended.popleft())
-            self.leased.discard(slot)
-            self._release(slot)
+            self._release(self.arena.released(self._ended.popleft()))
 
     def _receive(self, block: bool) -> None:
         self._collect_ended_leases()
@@ -109,15 +106,12 @@ class _Shipper:
         """Whether a slot is sure to come back: the parent keeps at most ``n - 1 - CHILD_RESERVE``
         slots lent to TensorFlow (which may keep them as long as the user keeps fetched batches),
         so one of ``n - CHILD_RESERVE`` slots at the parent and not viewed here is in transit."""
-        return len(self.at_parent - self.leased) >= self.arena.n_slots - CHILD_RESERVE
+        return len(self.at_parent - self.arena.leased_slots()) >= self.arena.n_slots - CHILD_RESERVE
 
     def _wait_for_free_slot(self) -> bool:
         """Block until a slot is free, when one is sure to come back; else False at once."""
         self._receive(block=False)
         while not self.free:
-            self._collect_ended_leases()
-            if self.free:
-                break
             if not self._may_wait():
                 return False
             self._receive(block=True)
@@ -132,8 +126,6 @@ class _Shipper:
         columns = self.arena.lease(slot, wanted, self._ended.append)
         if columns is None:
             self.free.appendleft(slot)
-            return None
-        self.leased.add(slot)
         return columns
 
     def ship(self, block: Block) -> None:
@@ -142,7 +134,7 @@ class _Shipper:
             objects = [c if c.dtype == object else None for c in piece.columns]
             header = (piece.n_rows, piece.n_batches, piece.tail)
             found = self.arena.locate(piece.columns)
-            if found is not None and found[0] in self.leased and found[0] not in self.at_parent:
+            if found is not None and found[0] in self.arena.leased_slots() and found[0] not in self.at_parent:
                 slot, metas = found  # written in place: no copy
             else:
                 metas, nbytes = SlotArena.layout(piece.columns)

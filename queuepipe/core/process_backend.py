@@ -112,8 +112,6 @@ class ProcessBackend:
         # while the user keeps fetched batches (fetches share the tensors' memory).  So at
         # most n_slots - 1 - CHILD_RESERVE are lent; beyond that a block is copied and its
         # slot freed at once, and the child can always get a slot back.
-        self._n_slots = workers.n_slots
-        self._lent = 0
         self._released: "queue.SimpleQueue" = queue.SimpleQueue()
         shm_fd = create_memfd(workers.n_slots * workers.slot_bytes, f"queuepipe-w{index}")
         parent_sock, child_sock = socket.socketpair()
@@ -166,10 +164,8 @@ class ProcessBackend:
         kind = msg[0]
         if kind == "block":
             _, slot, (n_rows, n_batches, tail), metas, objects = msg
-            with self._send_lock:
-                lend = self._lent < self._n_slots - 1 - CHILD_RESERVE and SlotArena.native(metas)
-                self._lent += lend
-            if lend:
+            lent = len(self.arena.leased_slots())  # only the releaser lowers it meanwhile: safe
+            if lent < self.arena.n_slots - 1 - CHILD_RESERVE and SlotArena.native(metas):
                 columns = self.arena.lend(slot, metas, self._released.put)
             else:  # every other slot is still held (e.g. fetched batches kept by the user): copy
                 columns = self.arena.read(slot, metas)
@@ -211,10 +207,7 @@ class ProcessBackend:
             token = self._released.get()
             if token is None:
                 return
-            slot = self.arena.released(token)
-            with self._send_lock:
-                self._lent -= 1
-            self._free(slot)
+            self._free(self.arena.released(token))
 
     def _free(self, slot: int) -> None:
         """Let the child reuse ``slot``."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import mmap
 import os
 import weakref
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
@@ -56,24 +56,7 @@ class SlotArena:
     @staticmethod
     def layout(columns: List[np.ndarray]) -> Tuple[List[ColumnMeta], int]:
         """Byte offsets (64-byte aligned) of the numeric columns of a block, and total bytes."""
-        metas, offset = [], 0
-        for col in columns:
-            if col.dtype == object:
-                metas.append(None)
-                continue
-            offset = (offset + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
-            metas.append((col.dtype.str, tuple(col.shape), offset))
-            offset += col.nbytes
-        return metas, offset
-
-    def write(self, slot: int, columns: List[np.ndarray], metas: List[ColumnMeta]) -> None:
-        base = slot * self.slot_bytes
-        for col, meta in zip(columns, metas):
-            if meta is None:
-                continue
-            dtype, shape, offset = meta
-            view = self._buf[base + offset: base + offset + col.nbytes].view(np.dtype(dtype)).reshape(shape)
-            np.copyto(view, col, casting="no")
+        return SlotArena.layout_of([(c.shape, c.dtype) for c in columns])
 
     @staticmethod
     def layout_of(wanted: List[Tuple[Tuple[int, ...], np.dtype]]) -> Tuple[List[ColumnMeta], int]:
@@ -88,50 +71,56 @@ class SlotArena:
             offset += int(np.prod(shape, dtype=np.int64)) * dt.itemsize
         return metas, offset
 
-    def _views(self, slot: int, metas: List[ColumnMeta], notify: Callable[[Any], Any]) -> List[np.ndarray]:
-        """Views of ``slot`` at ``metas``.  When the last of them is gone, ``notify(token)`` is
-        called; :meth:`released` turns the token back into the slot number.
+    @staticmethod
+    def _column(region: np.ndarray, meta: ColumnMeta) -> np.ndarray:
+        """The column ``meta`` describes, as a view of ``region`` (a slot's bytes)."""
+        dtype, shape, offset = meta
+        dt = np.dtype(dtype)
+        n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        return region[offset: offset + n].view(dt).reshape(shape)
+
+    def _slot(self, slot: int) -> np.ndarray:
+        return self._buf[slot * self.slot_bytes: (slot + 1) * self.slot_bytes]
+
+    def write(self, slot: int, columns: List[np.ndarray], metas: List[ColumnMeta]) -> None:
+        region = self._slot(slot)
+        for col, meta in zip(columns, metas):
+            if meta is not None:
+                np.copyto(self._column(region, meta), col, casting="no")
+
+    def lend(self, slot: int, metas: List[ColumnMeta], notify: Callable[[Any], Any]) -> List[np.ndarray]:
+        """The slot's numeric columns as views of the slot itself -- no copy.
+
+        The views are 64-byte aligned, so TensorFlow adopts them as tensors without a copy
+        either.  The slot stays leased (:meth:`leased_slots`) until the last view, and every
+        tensor made from one, is gone; then ``notify(token)`` is called and :meth:`released`
+        turns the token back into the slot number.  Columns must be in native byte order
+        (:meth:`native`); others are for :meth:`read`.
 
         ``notify`` must be a C-level callable such as ``deque.append`` or ``SimpleQueue.put``:
         it runs wherever the last reference drops -- inside TensorFlow's delayed decref in the
         user's ``sess.run``, typically -- and Python code run there could swallow a pending
         Ctrl-C (exceptions in weakref callbacks are only printed).
         """
-        base = slot * self.slot_bytes
-        lease = self._buf[base: base + self.slot_bytes].view(_SlotLease)
+        # slicing the lease keeps it as the base: numpy does not collapse view chains
+        # through an ndarray subclass, so the token waits for every view made here
+        lease = self._slot(slot).view(_SlotLease)
         token = weakref.ref(lease, notify)
         self._leases[id(token)] = (token, slot)
-        out = []
-        for meta in metas:
-            if meta is None:
-                out.append(None)
-                continue
-            dtype, shape, offset = meta
-            dt = np.dtype(dtype)
-            n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-            # slicing the lease keeps it as the base: numpy does not collapse view chains
-            # through an ndarray subclass, so the token waits for these views too
-            out.append(lease[offset: offset + n].view(dt).reshape(shape).view(np.ndarray))
-        return out
+        return [None if meta is None else self._column(lease, meta).view(np.ndarray) for meta in metas]
 
     def released(self, token: Any) -> int:
-        """The slot whose views are all gone, from the token :meth:`_views` passed to ``notify``."""
+        """The slot whose views are all gone, from the token :meth:`lend` passed to ``notify``."""
         return self._leases.pop(id(token))[1]
+
+    def leased_slots(self) -> Set[int]:
+        """Slots lent by :meth:`lend` / :meth:`lease` whose release has not been collected."""
+        return {slot for _, slot in list(self._leases.values())}  # list(): one atomic C call
 
     @staticmethod
     def native(metas: List[ColumnMeta]) -> bool:
         """Whether every numeric column is in native byte order (TF can adopt it as it is)."""
         return all(m is None or np.dtype(m[0]).byteorder in "=|" for m in metas)
-
-    def lend(self, slot: int, metas: List[ColumnMeta], notify: Callable[[Any], Any]) -> List[np.ndarray]:
-        """The slot's numeric columns as views of the slot itself -- no copy (the reading side).
-
-        The views are 64-byte aligned, so TensorFlow adopts them as tensors without a copy
-        either; the slot is the caller's until the last view (and every tensor made from
-        one) is gone and ``notify`` has been called (see :meth:`_views`).  Columns must be in
-        native byte order (:meth:`native`); others are for :meth:`read`.
-        """
-        return self._views(slot, metas, notify)
 
     def lease(self, slot: int, wanted: List[Tuple[Tuple[int, ...], np.dtype]],
               notify: Callable[[Any], Any]) -> Optional[List[np.ndarray]]:
@@ -140,7 +129,7 @@ class SlotArena:
         metas, nbytes = self.layout_of(wanted)
         if nbytes > self.slot_bytes:
             return None
-        views = self._views(slot, metas, notify)
+        views = self.lend(slot, metas, notify)
         return [v if v is not None else np.empty(shape, dt) for v, (shape, dt) in zip(views, wanted)]
 
     def locate(self, columns: List[np.ndarray]) -> Optional[Tuple[int, List[ColumnMeta]]]:
@@ -167,17 +156,15 @@ class SlotArena:
 
     def read(self, slot: int, metas: List[ColumnMeta]) -> List[np.ndarray]:
         """Copies of the slot's numeric columns in fresh aligned buffers (TF adopts them as they are)."""
-        base = slot * self.slot_bytes
+        region = self._slot(slot)
         out = []
         for meta in metas:
             if meta is None:
                 out.append(None)
                 continue
-            dtype, shape, offset = meta
-            dt = np.dtype(dtype)
-            n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-            view = self._buf[base + offset: base + offset + n].view(dt).reshape(shape)
-            arr = aligned_empty(shape, dt.newbyteorder("=") if dt.byteorder not in "=|" else dt)
+            view = self._column(region, meta)
+            dt = view.dtype
+            arr = aligned_empty(view.shape, dt.newbyteorder("=") if dt.byteorder not in "=|" else dt)
             np.copyto(arr, view, casting="unsafe" if arr.dtype != dt else "no")
             out.append(arr)
         return out
