@@ -51,6 +51,15 @@ def _dtype_str(dtype) -> str:
     return "string" if np.dtype(dtype) == np.dtype(object) else np.dtype(dtype).name
 
 
+
+def pack_structure(kind: str, keys: Optional[Sequence[str]], leaves: Sequence[Any]) -> Any:
+    """Leaves in order -> one value (``kind`` "single"), a tuple, or a dict over ``keys``."""
+    if kind == "single":
+        return leaves[0]
+    if kind == "tuple":
+        return tuple(leaves)
+    return dict(zip(keys, leaves))
+
 class Spec:
     """Structure + fields of one sample; converts samples/blocks to columns and back."""
 
@@ -134,11 +143,7 @@ class Spec:
 
     def pack(self, leaves: Sequence[Any]) -> Any:
         """Inverse of :meth:`flatten`."""
-        if self.kind == "single":
-            return leaves[0]
-        if self.kind == "tuple":
-            return tuple(leaves)
-        return dict(zip(self.keys, leaves))
+        return pack_structure(self.kind, self.keys, leaves)
 
     # -- conversion -----------------------------------------------------------------
     def columns_from_samples(self, samples: Sequence[Any], where: str) -> List[np.ndarray]:

@@ -27,6 +27,7 @@ import h5py
 import numpy as np
 from h5py import h5d, h5z
 
+from ..core.spec import pack_structure
 from .errors import (HDF5FileNotFoundError, HDF5FilterError, HDF5InputError, HDF5TypeError)
 
 ROW_ID = "row_id"
@@ -104,11 +105,7 @@ class Layout:
 
     def pack(self, leaves: List[Any]) -> Any:
         """Leaves in column order -> the batch structure (one value, tuple or dict)."""
-        if self.kind == "single":
-            return leaves[0]
-        if self.kind == "tuple":
-            return tuple(leaves)
-        return dict(zip(self.keys, leaves))
+        return pack_structure(self.kind, self.keys, leaves)
 
 
 # -- files -----------------------------------------------------------------------------------------
