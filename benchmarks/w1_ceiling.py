@@ -20,6 +20,8 @@ import time
 
 import numpy as np
 
+from queuepipe import bench_cli
+
 from .data import ensure_file, warm_page_cache
 
 B = 128
@@ -34,6 +36,8 @@ def _session_config(no_spin: bool):
 
 
 def _timed(sess, fetch, steps: int) -> float:
+    """Samples/s of ``sess.run(fetch)`` for ``steps`` steps or until the data ends (after 20 warm-up)."""
+    import tensorflow as tf
     for _ in range(20):
         sess.run(fetch)
     t0 = time.perf_counter()
@@ -42,22 +46,15 @@ def _timed(sess, fetch, steps: int) -> float:
         for _ in range(steps):
             sess.run(fetch)
             done += 1
-    except Exception as exc:  # the end of the data
-        if type(exc).__name__ != "OutOfRangeError":
-            raise
+    except tf.errors.OutOfRangeError:
+        pass
     return done * B / (time.perf_counter() - t0)
 
 
 def limit_consumer(x: np.ndarray, y: np.ndarray) -> float:
-    import tensorflow as tf
-    from queuepipe.bench_cli import consumer_op
-    v1 = tf.compat.v1
-    with tf.Graph().as_default():
-        vx, vy = v1.Variable(x, trainable=False), v1.Variable(y, trainable=False)
-        rx, ry = vx.read_value(), vy.read_value()
-        with v1.Session() as sess:
-            sess.run(v1.global_variables_initializer())
-            return _timed(sess, [consumer_op([rx, ry]), ry], 4000)
+    """The harness's limit-consumer row: consumer op + ``y`` on a batch held in variables."""
+    rows, seconds = bench_cli.limit_consumer([x, y], seconds=1.0, also_fetch=(1,))
+    return rows / seconds
 
 
 def prefilled_queue(path: str, batches: int = 600) -> float:
