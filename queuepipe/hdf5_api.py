@@ -143,7 +143,7 @@ def from_hdf5(files: Any, datasets: Any, *, rows: Any = None, batch_size: int, w
 
     files_rows = [f.n_rows for f in layout.files]
     geometries = [geometry(files_rows, [f.filtered_chunk_rows[di] for f in layout.files], d.row_bytes,
-                           [f.raw[di] for f in layout.files])
+                           [f.access[di] == "raw" for f in layout.files])
                   for di, d in enumerate(layout.datasets)]
     source = HDF5Source(layout, selection, geometries, block_rows=block_rows, shuffle=shuffle,
                         seed=seed, num_epochs=num_epochs, spec=spec, map_fn=map_fn,

@@ -28,6 +28,7 @@ import numpy as np
 from h5py import h5d, h5z
 
 from ..core.spec import pack_structure
+from .chunk_decode import decodable
 from .errors import (HDF5FileNotFoundError, HDF5FilterError, HDF5InputError, HDF5TypeError)
 
 ROW_ID = "row_id"
@@ -81,7 +82,7 @@ class FileInfo:
     n_rows: int
     cache_bytes: List[int]                    # chunk-cache bytes (0: read around the cache)
     filtered_chunk_rows: List[Optional[int]]  # chunk rows of a compressed (filtered) dataset
-    raw: List[bool]                           # rows are plain bytes at known offsets (see reader)
+    access: List[str]                         # how a worker reads: "raw", "decode" or "h5py" (see reader)
     chunk_rows: Optional[int]                 # chunk rows of the widest chunked dataset, if any
 
 
@@ -342,8 +343,13 @@ def missing_filter_message(file: str, path: str, code: int, name: str) -> str:
 
 
 def _file_settings(dset, read: DatasetRead, file: str, path: str, plugin: Dict[int, str]
-                   ) -> Tuple[int, Optional[int], Optional[int], bool]:
-    """(chunk-cache bytes, compressed chunk rows, chunk rows, raw-readable) of a dataset in a file."""
+                   ) -> Tuple[int, Optional[int], Optional[int], str]:
+    """(chunk-cache bytes, compressed chunk rows, chunk rows, access) of a dataset in a file.
+
+    access: "raw" -- uncompressed rows are plain bytes at known offsets; "decode" -- chunks
+    of whole rows compressed only with deflate/shuffle, decoded by queuepipe
+    (:mod:`.chunk_decode`); "h5py" -- everything else.
+    """
     filters = filters_of(dset)
     for code, name, _flags in filters:
         # even an "optional" filter (h5py marks every custom filter so) was applied to the
@@ -355,21 +361,26 @@ def _file_settings(dset, read: DatasetRead, file: str, path: str, plugin: Dict[i
     dcpl = dset.id.get_create_plist()
     chunks = dset.chunks
     whole_rows = chunks is None or tuple(chunks[1:]) == tuple(dset.shape[1:])
-    raw = (read.kind == "numeric" and not filters and whole_rows and dset.dtype == read.mem_dtype
-           and read.mem_dtype.kind != "b" and dcpl.get_layout() in (h5d.CONTIGUOUS, h5d.CHUNKED)
-           and dcpl.get_external_count() == 0)
+    plain_rows = (read.kind == "numeric" and whole_rows and dset.dtype == read.mem_dtype
+                  and read.mem_dtype.kind != "b" and dcpl.get_external_count() == 0)
+    if plain_rows and not filters and dcpl.get_layout() in (h5d.CONTIGUOUS, h5d.CHUNKED):
+        access = "raw"
+    elif plain_rows and dcpl.get_layout() == h5d.CHUNKED and decodable(filters):
+        access = "decode"
+    else:
+        access = "h5py"
     if chunks is None:
-        return 0, None, None, raw
+        return 0, None, None, access
     if not filters and whole_rows:
         # a row range of such a chunk is one contiguous piece of the file: read it straight
         # into our buffer around the cache (one copy, not two)
-        return 0, None, int(chunks[0]), raw
+        return 0, None, int(chunks[0]), access
     # cache two bands of chunks (all chunks side by side for one chunk of rows), so reads
     # that share a chunk -- or cut a band into column pieces -- decode/fetch it once
     band = int(np.prod([-(-n // c) for n, c in zip(dset.shape[1:], chunks[1:])], dtype=np.int64))
     chunk_bytes = int(np.prod(chunks, dtype=np.int64)) * max(1, dset.dtype.itemsize)
     cache = int(min(max(1 << 20, 2 * band * chunk_bytes), 256 << 20))
-    return cache, (int(chunks[0]) if filters else None), int(chunks[0]), raw
+    return cache, (int(chunks[0]) if filters else None), int(chunks[0]), access
 
 
 def inspect_files(paths: List[str], datasets: Any, *, with_row_ids: bool = False) -> Layout:
@@ -383,7 +394,7 @@ def inspect_files(paths: List[str], datasets: Any, *, with_row_ids: bool = False
     for fi, file in enumerate(paths):
         with open_checked(file) as f:
             n_rows = None
-            cache, filtered_rows, raw, chunk_rows, widest = [], [], [], None, -1
+            cache, filtered_rows, access, chunk_rows, widest = [], [], [], None, -1
             for di, path in enumerate(dpaths):
                 dset = get_dataset(f, path, file)
                 key = keys[di] if kind == "dict" else None
@@ -404,13 +415,13 @@ def inspect_files(paths: List[str], datasets: Any, *, with_row_ids: bool = False
                     raise HDF5InputError(f"{file}: datasets have different numbers of rows: '{first_path}' "
                                          f"has {n_rows}, '{path}' has {rows} (every selected dataset of a "
                                          f"file must have one row per sample)")
-                c_bytes, f_rows, c_rows, is_raw = _file_settings(dset, read, file, path, plugin)
+                c_bytes, f_rows, c_rows, how = _file_settings(dset, read, file, path, plugin)
                 cache.append(c_bytes)
                 filtered_rows.append(f_rows)
-                raw.append(is_raw)
+                access.append(how)
                 if c_rows is not None and read.row_bytes > widest:
                     chunk_rows, widest = c_rows, read.row_bytes
-            files.append(FileInfo(file, n_rows, cache, filtered_rows, raw, chunk_rows))
+            files.append(FileInfo(file, n_rows, cache, filtered_rows, access, chunk_rows))
     if kind == "single" and (len(columns) > 1 or columns[0].field):
         kind, keys = "dict", [c.name for c in columns]
     elif kind == "dict":

@@ -4,7 +4,9 @@ Files are opened here, inside the worker (a thread or a child process), never in
 the parent.  Numeric data is read with low-level h5py calls (~8 us per call, a fifth
 of ``read_direct``'s Python path) straight into the caller's buffers, HDF5 converting
 big-endian data to native order on the way -- or, for uncompressed native-order
-rows, with ``os.preadv`` at their file offsets (:class:`RawRows`).  Strings and
+rows, with ``os.preadv`` at their file offsets (:class:`RawRows`), and for
+deflate/shuffle-compressed ones by decoding the stored chunks here, outside h5py's
+lock (:mod:`.chunk_decode`).  Strings and
 compounds are read as numpy arrays and copied into the output columns.  Any failure
 becomes a :class:`HDF5ReadError` naming the file, the dataset, the rows and the cause.
 """
@@ -18,6 +20,7 @@ import h5py
 import numpy as np
 from h5py import h5d, h5f, h5p, h5s, h5t
 
+from .chunk_decode import DecodedChunks, pipeline_of
 from .errors import HDF5ReadError
 from .inspect import Layout, filter_available, filters_of, missing_filter_message
 from .planning import Direct, Plan
@@ -109,9 +112,15 @@ def _short_read(fd: int, n: int, offset: int) -> None:
 
 
 class _Handle:
-    """One dataset opened in one file, with what each read reuses."""
+    """One dataset opened in one file, with what each read reuses.
 
-    def __init__(self, f, path: str, cache_bytes: int, mem_dtype: Optional[np.dtype], raw: bool):
+    ``access`` (from :func:`.inspect._file_settings`) picks the fast path: ``raw`` rows
+    read with ``preadv`` (:class:`RawRows`), ``decode`` chunks decoded here
+    (:class:`.chunk_decode.DecodedChunks`), or h5py for everything.  A fast path is
+    used only if a few rows read through it equal h5py's when the dataset is opened.
+    """
+
+    def __init__(self, f, path: str, cache_bytes: int, mem_dtype: Optional[np.dtype], access: str):
         dapl = h5p.create(h5p.DATASET_ACCESS)
         # 0 bytes: uncompressed chunks are read straight into our buffers, not via the cache
         dapl.set_chunk_cache(1009 if cache_bytes else 0, cache_bytes, 1.0)
@@ -121,41 +130,65 @@ class _Handle:
         self.rest = tuple(self.fspace.shape[1:])
         self.zeros = (0,) * len(self.rest)
         self.mtype = h5t.py_create(mem_dtype) if mem_dtype is not None else None
-        self.raw = self._open_raw() if raw else None
+        self.raw: Optional[RawRows] = None
+        self.decoded: Optional[DecodedChunks] = None
+        if access == "raw":
+            self.raw = self._checked(self._make_raw)
+        elif access == "decode":
+            self.decoded = self._checked(self._make_decoded)
 
-    def _open_raw(self) -> Optional[RawRows]:
-        """A :class:`RawRows` for this dataset whose bytes match h5py's, or None (h5py reads all)."""
+    def _make_raw(self, row_bytes: int) -> RawRows:
+        return RawRows(self.dsid, row_bytes, self.dataset.shape[0])
+
+    def _make_decoded(self, row_bytes: int) -> DecodedChunks:
+        return DecodedChunks(self.dsid, self.dataset.shape[0], row_bytes, pipeline_of(self.dsid))
+
+    def _checked(self, make):
+        """``make(row_bytes)``'s reader if rows read through it equal h5py's, else None."""
         row = np.empty((1,) + self.dataset.shape[1:], self.dataset.dtype)
         try:
-            raw = RawRows(self.dsid, row.nbytes, self.dataset.shape[0])
+            fast = make(row.nbytes)
         except Exception:
             return None
         probes = {0, self.dataset.shape[0] - 1}
-        if raw.chunk_rows is not None and self.dsid.get_num_chunks():
+        if self.dataset.chunks is not None and self.dsid.get_num_chunks():
             probes.add(int(self.dsid.get_chunk_info(0).chunk_offset[0]))  # an allocated chunk
         checked = 0
         try:
             for r in sorted(probes):
                 probe = np.empty_like(row)
-                if raw.read_into(r, r + 1, probe):
+                if fast.read_into(r, r + 1, probe):
                     self._h5py_read(r, r + 1, row)
                     if row.tobytes() != probe.tobytes():
-                        raise ValueError("raw bytes differ from h5py's")
+                        raise ValueError("fast-path bytes differ from h5py's")
                     checked += 1
         except Exception:
             checked = 0
         if not checked:
-            raw.close()
+            fast.close()
             return None
-        return raw
+        return fast
 
     def close(self) -> None:
-        if self.raw is not None:
-            self.raw.close()
+        for fast in (self.raw, self.decoded):
+            if fast is not None:
+                fast.close()
 
     def read_into(self, start: int, stop: int, dest: np.ndarray) -> None:
         if self.raw is not None and self.raw.read_into(start, stop, dest):
             return
+        if self.decoded is not None:
+            try:
+                if self.decoded.read_into(start, stop, dest):
+                    return
+            except Exception:
+                # a chunk that does not decode here: h5py reads it, and its error (naming
+                # HDF5's reason) is the one reported; if h5py can read what we could not,
+                # our decoder is wrong for this data and h5py reads the rest too
+                self._h5py_read(start, stop, dest)
+                self.decoded.close()
+                self.decoded = None
+                return
         self._h5py_read(start, stop, dest)
 
     def _h5py_read(self, start: int, stop: int, dest: np.ndarray) -> None:
@@ -219,7 +252,7 @@ class WorkerFiles:
         handle = handles.get(di)
         if handle is None:
             read, info = self.layout.datasets[di], self.layout.files[fi]
-            handle = _Handle(f, read.path, info.cache_bytes[di], read.mem_dtype, info.raw[di])
+            handle = _Handle(f, read.path, info.cache_bytes[di], read.mem_dtype, info.access[di])
             handles[di] = handle
         return handle
 

@@ -1,0 +1,192 @@
+"""Chunks decoded by queuepipe (deflate, shuffle) instead of HDF5: the bytes must equal h5py's.
+
+Real files written by h5py; every read is compared with h5py reading the same rows.
+Both inflaters (ISA-L and stock zlib) are exercised.
+"""
+from __future__ import annotations
+
+import os
+import zlib
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from queuepipe.hdf5 import chunk_decode
+from queuepipe.hdf5.inspect import inspect_files
+from queuepipe.hdf5.reader import WorkerFiles
+
+pytest.importorskip("isal")
+INFLATERS = ["isal", "zlib"]
+
+
+@pytest.fixture(params=INFLATERS)
+def inflater(request, monkeypatch):
+    monkeypatch.setenv("QUEUEPIPE_INFLATE", request.param)
+    return request.param
+
+
+def _handle(path, name):
+    """(WorkerFiles, handle) for one dataset of one file."""
+    files = WorkerFiles(inspect_files([str(path)], [name]))
+    return files, files._handle(0, 0)
+
+
+def _values(dtype, shape, seed=0):
+    rng = np.random.default_rng(seed)
+    if np.dtype(dtype).kind == "f":
+        return (rng.standard_normal(shape) * 100).round(1).astype(dtype)   # compressible, not trivial
+    info = np.iinfo(dtype)
+    return rng.integers(max(info.min, -1000), min(info.max, 1000), size=shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint16", "int32", "float32", "float64", "uint64"])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_decoded_rows_equal_h5py(tmp_path, inflater, dtype, shuffle):
+    values = _values(dtype, (1000, 3, 5))
+    path = tmp_path / "c.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("X", data=values, chunks=(64, 3, 5), compression="gzip", shuffle=shuffle)
+    files, h = _handle(path, "X")
+    try:
+        assert h.decoded is not None and h.decoded.inflater_name == inflater
+        # whole chunks, pieces inside one chunk, across boundaries, and the short edge chunk
+        for start, stop in [(0, 64), (0, 1000), (5, 9), (60, 70), (63, 200), (960, 1000), (999, 1000)]:
+            out = np.empty((stop - start, 3, 5), dtype)
+            h.read_into(start, stop, out)
+            np.testing.assert_array_equal(out, values[start:stop], err_msg=f"rows {start}..{stop}")
+        assert h.decoded is not None, "no read fell back to h5py"
+    finally:
+        files.close()
+
+
+def test_which_datasets_are_decoded_here(tmp_path):
+    data = np.arange(4000, dtype=np.float32).reshape(1000, 4)
+    path = tmp_path / "mix.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("gzip", data=data, chunks=(100, 4), compression="gzip")
+        f.create_dataset("shuffle_only", data=data, chunks=(100, 4), shuffle=True)
+        f.create_dataset("lzf", data=data, chunks=(100, 4), compression="lzf")
+        f.create_dataset("checksummed", data=data, chunks=(100, 4), compression="gzip", fletcher32=True)
+        f.create_dataset("big_endian", data=data.astype(">f4"), chunks=(100, 4), compression="gzip")
+        f.create_dataset("column_chunks", data=data, chunks=(100, 2), compression="gzip")
+        f.create_dataset("plain", data=data, chunks=(100, 4))
+    names = ["gzip", "shuffle_only", "lzf", "checksummed", "big_endian", "column_chunks", "plain"]
+    layout = inspect_files([str(path)], names)
+    assert layout.files[0].access == ["decode", "decode", "h5py", "h5py", "h5py", "h5py", "raw"]
+    files = WorkerFiles(layout)
+    try:
+        for i, name in enumerate(names):
+            out = np.empty((150, 4), np.float32)
+            files._handle(0, i).read_into(420, 570, out)
+            np.testing.assert_array_equal(out, data[420:570], err_msg=name)
+    finally:
+        files.close()
+
+
+def test_a_chunk_stored_without_deflate_is_read_as_stored(tmp_path, inflater):
+    """A chunk whose filter mask says deflate was skipped (HDF5 may skip an optional filter)."""
+    values = np.arange(400, dtype=np.int32).reshape(100, 4)
+    path = tmp_path / "mask.h5"
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("X", data=values, chunks=(25, 4), compression="gzip", shuffle=True)
+        # chunk 1 rewritten: shuffled (filter 0 applied) but not deflated (filter 1 skipped)
+        plain = values[25:50].view(np.uint8).reshape(-1, 4).T.copy().tobytes()
+        d.id.write_direct_chunk((25, 0), plain, filter_mask=0b10)
+        # chunk 2 rewritten: neither filter applied
+        d.id.write_direct_chunk((50, 0), values[50:75].tobytes(), filter_mask=0b11)
+        assert d.id.get_chunk_info(1).filter_mask == 0b10
+    files, h = _handle(path, "X")
+    try:
+        out = np.empty_like(values)
+        h.read_into(0, 100, out)
+        np.testing.assert_array_equal(out, values)
+        assert h.decoded is not None
+    finally:
+        files.close()
+
+
+def test_chunks_never_written_read_as_the_fill_value(tmp_path, inflater):
+    path = tmp_path / "fill.h5"
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("X", shape=(300, 2), dtype="f4", chunks=(50, 2), compression="gzip",
+                             fillvalue=-7.0)
+        d[100:150] = 1.0
+    files, h = _handle(path, "X")
+    try:
+        assert h.decoded is not None
+        out = np.empty((300, 2), np.float32)
+        h.read_into(0, 300, out)
+        expect = np.full((300, 2), -7.0, np.float32)
+        expect[100:150] = 1.0
+        np.testing.assert_array_equal(out, expect)
+    finally:
+        files.close()
+
+
+def test_a_chunk_that_does_not_inflate_reports_hdf5s_error(tmp_path):
+    values = np.arange(2000, dtype=np.float32).reshape(500, 4)
+    path = tmp_path / "bad.h5"
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("X", data=values, chunks=(100, 4), compression="gzip")
+        info = d.id.get_chunk_info(2)
+    with open(path, "r+b") as fh:
+        fh.seek(info.byte_offset + 4)
+        fh.write(b"\xff" * (info.size - 8))
+    files, h = _handle(path, "X")
+    try:
+        out = np.empty((100, 4), np.float32)
+        h.read_into(100, 200, out)
+        np.testing.assert_array_equal(out, values[100:200])
+        with pytest.raises(Exception) as raised:
+            h.read_into(200, 300, out)
+        assert "read data" in str(raised.value), "h5py's own message, not zlib's"
+    finally:
+        files.close()
+
+
+def test_unshuffle_inverts_hdf5s_byte_planes_with_a_tail():
+    values = np.arange(10, dtype=np.uint32) * 0x01020304
+    body = values.view(np.uint8).reshape(-1, 4).T.tobytes() + b"xyz"   # 3 tail bytes stay as they are
+    out = np.empty(43, np.uint8)
+    chunk_decode.unshuffle(body, 4, out)
+    assert out[:40].view(np.uint32).tolist() == values.tolist()
+    assert out[40:].tobytes() == b"xyz"
+
+
+def test_inflater_choice(monkeypatch):
+    monkeypatch.setenv("QUEUEPIPE_INFLATE", "zlib")
+    assert chunk_decode.inflater() == ("zlib", zlib.decompress)
+    monkeypatch.setenv("QUEUEPIPE_INFLATE", "isal")
+    assert chunk_decode.inflater()[0] == "isal"
+    monkeypatch.setenv("QUEUEPIPE_INFLATE", "fast")
+    with pytest.raises(ValueError, match="QUEUEPIPE_INFLATE"):
+        chunk_decode.inflater()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n_rows=st.integers(1, 300), chunk_rows=st.integers(1, 64), width=st.integers(1, 6),
+       dtype=st.sampled_from(["int16", "float32", "int64"]), shuffle=st.booleans(),
+       level=st.integers(0, 9), reads=st.lists(st.tuples(st.integers(0, 299), st.integers(1, 120)),
+                                             min_size=1, max_size=6))
+def test_property_any_rows_of_any_chunking_equal_h5py(tmp_path_factory, n_rows, chunk_rows, width, dtype,
+                                                       shuffle, level, reads):
+    values = _values(dtype, (n_rows, width), seed=n_rows)
+    path = tmp_path_factory.mktemp("p") / "p.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("X", data=values, chunks=(min(chunk_rows, n_rows), width), compression="gzip",
+                         compression_opts=level, shuffle=shuffle)
+    files, h = _handle(path, "X")
+    try:
+        assert h.decoded is not None
+        for start, length in reads:
+            start = start % n_rows
+            stop = min(n_rows, start + length)
+            out = np.empty((stop - start, width), dtype)
+            h.read_into(start, stop, out)
+            np.testing.assert_array_equal(out, values[start:stop])
+    finally:
+        files.close()
+    os.remove(path)
