@@ -6,6 +6,7 @@ not written yet, ``mode="process"`` not implemented...) makes the row
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Dict
 
 from .references import session_repeats
@@ -17,6 +18,8 @@ class NotAvailable(Exception):
 
 
 def run(ctx: Dict[str, Any]) -> Dict[str, Any]:
+    if ctx.get("inflate"):  # this row's own process (and its workers) only
+        os.environ["QUEUEPIPE_INFLATE"] = ctx["inflate"]
     consumer = make_consumer(ctx)
 
     def build():

@@ -163,11 +163,17 @@ def row_plan(w: Workload, workers: List[int], peers: bool) -> List[Dict[str, Any
     for mode in ("thread", "process"):
         for n in workers:
             rows.append(dict(way=f"queuepipe {api}", group="queuepipe", mode=mode, workers=n))
+    if w.file == "F2":
+        # how much of the compressed-read speed is ISA-L's inflate, and how much is decoding
+        # outside h5py's lock: the same rows with stock zlib (not judged, not plotted)
+        for mode in ("thread", "process"):
+            rows.append(dict(way=f"queuepipe {api} (zlib inflate)", group="variant", mode=mode,
+                             workers=max(workers), inflate="zlib"))
     return rows
 
 
 def row_func(row: Dict[str, Any]) -> tuple:
-    if row["group"] == "queuepipe":
+    if row["group"] in ("queuepipe", "variant"):
         return "main", "benchmarks.queuepipe_rows:run"
     if row["group"] == "peer":
         return "peers", "benchmarks.peers.rows:run"
