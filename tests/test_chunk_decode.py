@@ -190,3 +190,28 @@ def test_property_any_rows_of_any_chunking_equal_h5py(tmp_path_factory, n_rows, 
     finally:
         files.close()
     os.remove(path)
+
+
+@pytest.mark.parametrize("bulk", [True, False])
+def test_chunk_table_bulk_and_lazy_lookups_agree(tmp_path, monkeypatch, bulk):
+    from queuepipe.hdf5 import chunk_table
+    monkeypatch.setattr(chunk_table, "BULK_CHUNKS", 1 << 16 if bulk else 0)
+    path = tmp_path / "t.h5"
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("X", shape=(1000, 3), dtype="i4", chunks=(64, 3), compression="gzip")
+        d[0:64] = 1
+        d[640:700] = 2          # chunks 10 and 10 (640..703); 1..9 and 11.. never written
+        expect = {c: d.id.get_chunk_info_by_coord((c * 64, 0)) for c in range(16)}
+    with h5py.File(path, "r") as f:
+        table = chunk_table.ChunkTable(f["X"].id, 1000, 64)
+        assert table._bulk_pending == bulk
+        got = table.locate_many(np.array([10, 0, 3, 15]))
+        assert got.tolist() == [expect[c].byte_offset if expect[c].byte_offset is not None else -1
+                                for c in (10, 0, 3, 15)]
+        for c in range(16):
+            off = table.locate(c)
+            if expect[c].byte_offset is None:
+                assert off == chunk_table.UNALLOCATED
+            else:
+                assert (off, table.sizes[c], table.masks[c]) == (expect[c].byte_offset, expect[c].size,
+                                                                  expect[c].filter_mask)

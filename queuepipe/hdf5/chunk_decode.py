@@ -23,6 +23,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .chunk_table import ChunkTable
+
 DEFLATE, SHUFFLE = 1, 2
 DECODABLE_FILTERS = frozenset((DEFLATE, SHUFFLE))
 CACHED_CHUNKS = 2  # decoded chunks kept for reads that stop or start inside a chunk
@@ -78,12 +80,7 @@ class DecodedChunks:
         self.chunk_bytes = self.chunk_rows * row_bytes
         self.n_rows = n_rows
         self.pipeline = pipeline
-        self.dsid = dsid
-        self.zeros = (0,) * (len(dsid.shape) - 1)
-        n_chunks = -(-n_rows // self.chunk_rows)
-        self.offsets = np.full(n_chunks, -2, dtype=np.int64)  # -2: not looked up, -1: never written
-        self.sizes = np.zeros(n_chunks, dtype=np.int64)
-        self.masks = np.zeros(n_chunks, dtype=np.int64)
+        self.table = ChunkTable(dsid, n_rows, self.chunk_rows)
         self.inflater_name, self.inflate = inflater()
         self._cache: "OrderedDict[int, np.ndarray]" = OrderedDict()
         from h5py import h5f
@@ -94,20 +91,12 @@ class DecodedChunks:
             os.close(self.fd)
             self.fd = None
 
-    def _locate(self, c: int) -> int:
-        off = int(self.offsets[c])
-        if off == -2:
-            info = self.dsid.get_chunk_info_by_coord((c * self.chunk_rows,) + self.zeros)
-            off = -1 if info.byte_offset is None else int(info.byte_offset)
-            self.offsets[c], self.sizes[c], self.masks[c] = off, int(info.size or 0), int(info.filter_mask)
-        return off
-
     def read_into(self, start: int, stop: int, dest: np.ndarray) -> bool:
         """Rows [start, stop) into ``dest``; False (nothing read) if a chunk was never written."""
         cr, rb = self.chunk_rows, self.row_bytes
         first, last = start // cr, (stop - 1) // cr
         for c in range(first, last + 1):
-            if self._locate(c) < 0:
+            if self.table.locate(c) < 0:
                 return False
         target = dest if dest.flags.c_contiguous else np.empty(dest.shape, dest.dtype)
         flat = target.reshape(-1).view(np.uint8)
@@ -135,7 +124,8 @@ class DecodedChunks:
         return chunk
 
     def _decode(self, c: int, out: np.ndarray) -> None:
-        offset, size, mask = int(self.offsets[c]), int(self.sizes[c]), int(self.masks[c])
+        t = self.table
+        offset, size, mask = int(t.offsets[c]), int(t.sizes[c]), int(t.masks[c])
         data = os.pread(self.fd, size, offset)
         if len(data) != size:
             raise OSError(f"short read: wanted {size} bytes at offset {offset}, the file has "

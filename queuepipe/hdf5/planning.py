@@ -224,9 +224,8 @@ def plan_reads(starts: np.ndarray, stops: np.ndarray, geo: Geometry) -> Plan:
     breaks = np.flatnonzero(starts[1:] < stops[:-1]) + 1
     if len(breaks) == 0:
         return _plan_ordered(files, starts, stops, geo, 0)
-    scattered = Plan(_NO_DIRECT, _plan_unordered(runs_to_ids(starts, stops), geo))
     if len(breaks) > 8:
-        return scattered
+        return Plan(_NO_DIRECT, _plan_unordered(runs_to_ids(starts, stops), geo))
     bounds = np.concatenate([[0], breaks, [len(starts)]])
     out_first = np.concatenate([[0], np.cumsum(stops - starts)])[bounds]
     parts = [_plan_ordered(files[a:b], starts[a:b], stops[a:b], geo, int(o))
@@ -234,6 +233,14 @@ def plan_reads(starts: np.ndarray, stops: np.ndarray, geo: Geometry) -> Plan:
     direct = Direct(*(np.concatenate([getattr(p.direct, k) for p in parts])
                       for k in ("files", "starts", "stops", "out_pos")))
     pieces = Plan(direct, [g for p in parts for g in p.gathers])
+    # stretches far apart (e.g. the end of one block and the start of another, as when a
+    # worker's blocks run on across an epoch): no slab could serve two of them, so reading
+    # them in one sorted pass cannot beat reading each on its own
+    lo, hi = starts[bounds[:-1]], stops[bounds[1:] - 1]
+    order = np.argsort(lo, kind="stable")
+    if np.all(lo[order][1:] - hi[order][:-1] > geo.max_gap.max()):
+        return pieces
+    scattered = Plan(_NO_DIRECT, _plan_unordered(runs_to_ids(starts, stops), geo))
     return pieces if plan_cost(pieces, geo) <= plan_cost(scattered, geo) else scattered
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from h5py import h5d, h5f, h5p, h5s, h5t
 
 from .chunk_decode import DecodedChunks, pipeline_of
+from .chunk_table import ChunkTable
 from .errors import HDF5ReadError
 from .inspect import Layout, filter_available, filters_of, missing_filter_message
 from .planning import Direct, Plan
@@ -41,27 +42,16 @@ class RawRows:
     def __init__(self, dsid, row_bytes: int, n_rows: int):
         self.row_bytes = row_bytes
         self.fd = os.open(os.fsdecode(h5f.get_name(dsid)), os.O_RDONLY)
-        self.dsid = dsid
         dcpl = dsid.get_create_plist()
         chunks = dcpl.get_chunk() if dcpl.get_layout() == h5d.CHUNKED else None
         self.chunk_rows = int(chunks[0]) if chunks else None
-        self.zeros = (0,) * (len(dsid.shape) - 1)
         self.contiguous = None if chunks else dsid.get_offset()
-        n_chunks = -(-n_rows // self.chunk_rows) if chunks else 0
-        self.chunk_offsets = np.full(n_chunks, -2, dtype=np.int64)  # -2: not looked up, -1: unallocated
+        self.table = ChunkTable(dsid, n_rows, self.chunk_rows) if chunks else None
 
     def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-
-    def _chunk_offset(self, c: int) -> int:
-        off = int(self.chunk_offsets[c])
-        if off == -2:
-            info = self.dsid.get_chunk_info_by_coord((c * self.chunk_rows,) + self.zeros)
-            off = -1 if info.byte_offset is None else int(info.byte_offset)
-            self.chunk_offsets[c] = off
-        return off
 
     def read_into(self, start: int, stop: int, dest: np.ndarray) -> bool:
         """Rows [start, stop) into C-contiguous ``dest``; False where h5py must read instead."""
@@ -90,9 +80,7 @@ class RawRows:
                 starts = new_starts
             else:
                 chunk = first
-            for c in np.unique(chunk[self.chunk_offsets[chunk] == -2]).tolist():
-                self._chunk_offset(c)
-            where = self.chunk_offsets[chunk]
+            where = self.table.locate_many(chunk)
             if np.any(where < 0):
                 return False
             offsets = where + (starts - chunk * cr) * rb
