@@ -12,7 +12,7 @@ from .core.spec import Spec
 from .tf.pipeline import Pipeline, build_pipeline, tf_dtypes_of
 
 MODES = ("thread", "process")
-BLOCK_TARGET_BYTES = 4 << 20
+BLOCK_TARGET_BYTES = 8 << 20
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -22,7 +22,10 @@ def _positive_int(name: str, value: Any) -> int:
 
 
 def default_batches_per_block(spec: Spec, batch_size: int) -> int:
-    """Batches per py_func call: about 4 MiB per call (fewer calls, less overhead), 1..32."""
+    """Batches per py_func call: about 8 MiB per call (fewer calls, less overhead), 1..32.
+
+    8 rather than 4 MiB: shuffled partial HDF5 reads (W3) ran ~20 % faster with process workers
+    and ~25 % with threads; in-order and compressed reads (W1, W5) did not change."""
     if spec.any_padded:
         return 1
     row = spec.row_nbytes()
@@ -53,7 +56,9 @@ def make_pipeline(source: Any, spec: Spec, output_types: Any, *, batch_size: int
         per_block = 1
     shuffle_rows = 0
     if shuffle:
-        shuffle_rows = (16 * batch_size if min_after_dequeue is None
+        # default: 16 batches, and at least two blocks, so every draw mixes rows of two
+        # or more blocks (read units)
+        shuffle_rows = (max(16, 2 * per_block) * batch_size if min_after_dequeue is None
                         else max(0, int(min_after_dequeue)))
         shuffle_rows = max(shuffle_rows, 1)
     if seed is None:
@@ -101,7 +106,8 @@ def from_generator(generator: Any, output_types: Any, output_shapes: Any = None,
     yields: "samples" (each item one sample) or "blocks" (each item a structure of arrays
         with a leading row dimension -- many rows per Python step, the fast path).
     shuffle / min_after_dequeue / seed: shuffle rows within each worker through a buffer
-        of at least ``min_after_dequeue`` rows (default 16 batches), seeded per worker.
+        of at least ``min_after_dequeue`` rows (default: 16 batches or two blocks, whichever is
+        more), seeded per worker.
     num_epochs: times each worker's generator is called and run to exhaustion (None:
         forever).  After the last one, the remaining rows are delivered (a final smaller
         batch with ``allow_smaller_final_batch``), then ``sess.run`` raises OutOfRangeError.

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from .api import default_batches_per_block, make_pipeline
 from .core.spec import Spec
+from .hdf5.chunk_decode import inflater
 from .hdf5.errors import HDF5InputError, HDF5TypeError
 from .hdf5.inspect import inspect_files, resolve_files
 from .hdf5.planning import choose_block_batches, geometry
@@ -57,8 +58,8 @@ def from_hdf5(files: Any, datasets: Any, *, rows: Any = None, batch_size: int, w
         HDF5 chunks where that fits), each read with one call per dataset.  Every epoch
         the block order is permuted (from ``seed``: the same permutation in every
         worker, blocks dealt to workers in turn), then each worker mixes rows through a
-        shuffle buffer of at least ``min_after_dequeue`` rows (default 16 batches,
-        rounded up to whole blocks).  So a row's neighbours come from the ~buffer/block
+        shuffle buffer of at least ``min_after_dequeue`` rows (default: 16 batches or
+        two blocks, whichever is more).  So a row's neighbours come from the ~buffer/block
         blocks in the buffer at that time, not from the whole selection: raise
         ``min_after_dequeue`` (memory: that many rows per worker, plus one copy of every
         row) or lower ``batches_per_block`` (more, smaller reads) for better mixing.
@@ -134,13 +135,16 @@ def from_hdf5(files: Any, datasets: Any, *, rows: Any = None, batch_size: int, w
         per_block = batches_per_block
     block_rows = per_block * batch_size
     if shuffle:  # whole blocks: the batcher then never cuts a block early, so a seed reproduces
-        wanted = 16 * batch_size if min_after_dequeue is None else max(1, int(min_after_dequeue))
+        wanted = (max(16, 2 * per_block) * batch_size if min_after_dequeue is None
+                  else max(1, int(min_after_dequeue)))
         min_after_dequeue = math.ceil(wanted / block_rows) * block_rows
     if seed is None:  # one base seed for all workers: they must agree on the block order
         seed = random.SystemRandom().getrandbits(63)
     # a worker process starts without the parent's imports: let it register the same plugins
     plugins = ("hdf5plugin",) if layout.plugin_filters and "hdf5plugin" in sys.modules else ()
 
+    if any(a == "decode" for f in layout.files for a in f.access):
+        inflater()  # a bad QUEUEPIPE_INFLATE is refused here, not in a worker
     files_rows = [f.n_rows for f in layout.files]
     geometries = [geometry(files_rows, [f.filtered_chunk_rows[di] for f in layout.files], d.row_bytes,
                            [f.access[di] == "raw" for f in layout.files])

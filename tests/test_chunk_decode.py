@@ -215,3 +215,14 @@ def test_chunk_table_bulk_and_lazy_lookups_agree(tmp_path, monkeypatch, bulk):
             else:
                 assert (off, table.sizes[c], table.masks[c]) == (expect[c].byte_offset, expect[c].size,
                                                                   expect[c].filter_mask)
+
+
+def test_a_bad_inflater_setting_is_refused_when_the_pipeline_is_built(tmp_path, monkeypatch):
+    import tensorflow as tf
+    import queuepipe
+    path = tmp_path / "g.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("X", data=np.arange(100, dtype=np.float32), chunks=(10,), compression="gzip")
+    monkeypatch.setenv("QUEUEPIPE_INFLATE", "fastest")
+    with tf.Graph().as_default(), pytest.raises(ValueError, match="QUEUEPIPE_INFLATE"):
+        queuepipe.from_hdf5(str(path), "X", batch_size=10)
