@@ -416,6 +416,19 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+def read_paths(file: str, names: List[str]) -> str:
+    """How from_hdf5's workers will read each dataset of ``file`` (the fast paths or h5py)."""
+    from .hdf5.chunk_decode import inflater
+    from .hdf5.inspect import inspect_files
+    try:
+        access = inspect_files([file], names).files[0].access
+        how = {"raw": "preadv of plain rows", "h5py": "h5py",
+               "decode": f"queuepipe's deflate/shuffle decoder ({inflater()[0]})"}
+        return "; ".join(f"{k}: {how[a]}" for k, a in zip(names, access))
+    except Exception as exc:  # noqa: BLE001 - the figures below still mean something
+        return f"unknown ({type(exc).__name__}: {exc})"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = make_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     names = [s for s in args.datasets.split(",") if s]
@@ -433,6 +446,7 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"({n_sel * row_bytes / 2**20:.1f} MiB), datasets "
           + "; ".join(f"{k} {s[1:] or '()'} {d} chunks={c} {comp or ''}".rstrip()
                       for k, (s, d, c, comp) in zip(names, info)))
+    print("read path: " + read_paths(args.file, names))
 
     # limit-read first: it forks, so no TF thread pool may exist yet.
     lr_rows, lr_s = limit_read(args.file, names, rows, procs=1, seconds=args.seconds)

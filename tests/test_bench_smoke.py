@@ -80,6 +80,7 @@ def test_bench_cli_on_a_small_file(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code in (0, 1), out
     assert "limit-read" in out and "limit-consumer" in out
+    assert "read path: X: preadv of plain rows; y: preadv of plain rows" in out
     if code == 0:  # from_hdf5 available
         assert "verdict:" in out and ("input-bound" in out or "compute-bound" in out)
         data = json.loads(report.read_text())
