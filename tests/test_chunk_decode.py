@@ -157,10 +157,12 @@ def test_unshuffle_inverts_hdf5s_byte_planes_with_a_tail():
 
 
 def test_inflater_choice(monkeypatch):
-    monkeypatch.setenv("QUEUEPIPE_INFLATE", "zlib")
-    assert chunk_decode.inflater() == ("zlib", zlib.decompress)
-    monkeypatch.setenv("QUEUEPIPE_INFLATE", "isal")
-    assert chunk_decode.inflater()[0] == "isal"
+    data = np.arange(1000, dtype=np.int64).tobytes()
+    packed = zlib.compress(data, 4)
+    for choice in ("zlib", "isal"):
+        monkeypatch.setenv("QUEUEPIPE_INFLATE", choice)
+        name, inflate = chunk_decode.inflater()
+        assert name == choice and inflate(packed, len(data)) == data
     monkeypatch.setenv("QUEUEPIPE_INFLATE", "fast")
     with pytest.raises(ValueError, match="QUEUEPIPE_INFLATE"):
         chunk_decode.inflater()

@@ -30,20 +30,29 @@ DECODABLE_FILTERS = frozenset((DEFLATE, SHUFFLE))
 CACHED_CHUNKS = 2  # decoded chunks kept for reads that stop or start inside a chunk
 
 
-def inflater() -> Tuple[str, Callable[..., bytes]]:
-    """(name, ``decompress(data, wbits, bufsize)``): ISA-L when installed, else zlib."""
+def inflater() -> Tuple[str, Callable[[bytes, int], bytes]]:
+    """(name, ``inflate(data, size)``) for zlib-wrapped deflate data of ``size`` bytes
+    decoded: ISA-L when installed, else zlib.
+
+    The output buffer hint differs per library (measured on the W5 chunks, 1 MiB each):
+    ISA-L needs one spare byte to finish without growing (and copying) its buffer, 30 %
+    faster than the exact size; zlib is fastest with the exact size.
+    """
     choice = os.environ.get("QUEUEPIPE_INFLATE", "auto").strip().lower() or "auto"
     if choice not in ("auto", "isal", "zlib"):
         raise ValueError(f"QUEUEPIPE_INFLATE must be 'auto', 'isal' or 'zlib', not {choice!r}")
     if choice != "zlib":
         try:
             from isal import isal_zlib
-            return "isal", isal_zlib.decompress
         except ImportError:
             if choice == "isal":
                 raise ImportError("QUEUEPIPE_INFLATE=isal, but the isal package is not installed "
                                   "(pip install isal)") from None
-    return "zlib", zlib.decompress
+        else:
+            isal_decompress = isal_zlib.decompress
+            return "isal", lambda data, size: isal_decompress(data, 15, size + 1)
+    zlib_decompress = zlib.decompress
+    return "zlib", lambda data, size: zlib_decompress(data, 15, size)
 
 
 def decodable(filters: Sequence[Tuple[int, str, int]]) -> bool:
@@ -134,7 +143,7 @@ class DecodedChunks:
         for n, (code, itemsize) in enumerate(steps):
             last = n == len(steps) - 1
             if code == DEFLATE:
-                data = self.inflate(data, 15, self.chunk_bytes)
+                data = self.inflate(data, self.chunk_bytes)
             else:
                 self._check_size(c, len(data), "shuffled")
                 target = out if last else np.empty(self.chunk_bytes, dtype=np.uint8)
