@@ -3,10 +3,10 @@
 Why: HDF5 decodes every chunk while holding h5py's global lock, so thread workers
 cannot decompress in parallel, and its deflate filter runs stock zlib.  Here the worker
 reads a chunk's stored bytes with ``os.pread`` at the offset HDF5 reports, inflates them
-with ISA-L (the ``isal`` package, ~1.6x zlib's speed) when it is installed or with
+with ISA-L (the ``isal`` package, ~2.5x zlib's speed) when it is installed or with
 ``zlib`` otherwise, and undoes the shuffle filter in numpy -- all three release the GIL
 and none holds h5py's lock.  On the reference machine a worker decodes the W5 file
-~1.2x (zlib) to ~1.6x (ISA-L) faster than h5py reading it (``benchmarks``).
+~1.03x (zlib) to ~2.3x (ISA-L) faster than h5py reading it (BENCHMARKS.md).
 
 Only what can be checked is taken over: numeric native-order rows, chunks spanning
 whole rows, and filter pipelines made only of deflate and shuffle (per-chunk filter
