@@ -257,11 +257,12 @@ def test_corrupt_chunk_mid_epoch_reaches_the_main_thread(tmp_path, mode):
     np.testing.assert_array_equal(np.concatenate(delivered), values[:1280])
 
 
-def test_file_truncated_while_reading_raw_rows_is_an_error_not_garbage(tmp_path):
+@pytest.mark.parametrize("compression", [None, "gzip"])  # read raw / decoded by queuepipe
+def test_file_truncated_while_reading_is_an_error_not_garbage(tmp_path, compression):
     path = tmp_path / "shrinks.h5"
     values = np.arange(4000 * 64, dtype=np.float32).reshape(4000, 64)
     with h5py.File(path, "w") as f:
-        f.create_dataset("X", data=values, chunks=(100, 64))           # plain bytes: read raw
+        f.create_dataset("X", data=values, chunks=(100, 64), compression=compression, shuffle=bool(compression))
     delivered = []
     with tf.Graph().as_default():
         p = queuepipe.from_hdf5(str(path), "X", batch_size=100, batches_per_block=1, capacity=100)

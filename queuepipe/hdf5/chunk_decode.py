@@ -22,6 +22,7 @@ from collections import OrderedDict
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
+from h5py import h5f
 
 from .chunk_table import ChunkTable
 
@@ -60,6 +61,13 @@ def decodable(filters: Sequence[Tuple[int, str, int]]) -> bool:
     return bool(filters) and all(code in DECODABLE_FILTERS for code, _name, _flags in filters)
 
 
+def short_read(fd: int, wanted: int, offset: int) -> OSError:
+    """The error for a read that got fewer bytes than HDF5's layout says are there."""
+    size = os.fstat(fd).st_size
+    return OSError(f"short read: wanted {wanted} bytes at offset {offset}, the file has {size} bytes "
+                   f"(truncated or rewritten while reading?)")
+
+
 def unshuffle(src, itemsize: int, out: np.ndarray) -> None:
     """Undo HDF5's shuffle filter: byte k of every element was stored in the k-th plane."""
     data = np.frombuffer(src, dtype=np.uint8)
@@ -87,12 +95,10 @@ class DecodedChunks:
         self.chunk_rows = int(dcpl.get_chunk()[0])
         self.row_bytes = row_bytes
         self.chunk_bytes = self.chunk_rows * row_bytes
-        self.n_rows = n_rows
         self.pipeline = pipeline
         self.table = ChunkTable(dsid, n_rows, self.chunk_rows)
         self.inflater_name, self.inflate = inflater()
         self._cache: "OrderedDict[int, np.ndarray]" = OrderedDict()
-        from h5py import h5f
         self.fd: Optional[int] = os.open(os.fsdecode(h5f.get_name(dsid)), os.O_RDONLY)
 
     def close(self) -> None:
@@ -137,8 +143,7 @@ class DecodedChunks:
         offset, size, mask = int(t.offsets[c]), int(t.sizes[c]), int(t.masks[c])
         data = os.pread(self.fd, size, offset)
         if len(data) != size:
-            raise OSError(f"short read: wanted {size} bytes at offset {offset}, the file has "
-                          f"{os.fstat(self.fd).st_size} bytes (truncated or rewritten while reading?)")
+            raise short_read(self.fd, size, offset)
         steps = [f for i, f in reversed(list(enumerate(self.pipeline))) if not mask >> i & 1]
         for n, (code, itemsize) in enumerate(steps):
             last = n == len(steps) - 1

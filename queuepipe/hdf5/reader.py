@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 from h5py import h5d, h5f, h5p, h5s, h5t
 
-from .chunk_decode import DecodedChunks, pipeline_of
+from .chunk_decode import DecodedChunks, pipeline_of, short_read
 from .chunk_table import ChunkTable
 from .errors import HDF5ReadError
 from .inspect import Layout, filter_available, filters_of, missing_filter_message
@@ -88,15 +88,9 @@ class RawRows:
         fd, preadv = self.fd, os.preadv
         for off, o, n in zip(offsets.tolist(), (out_pos * rb).tolist(), ((stops - starts) * rb).tolist()):
             if preadv(fd, [flat[o:o + n]], off) != n:  # the hot loop: one syscall per stretch
-                _short_read(fd, n, off)
+                raise short_read(fd, n, off)
         return True
 
-
-
-def _short_read(fd: int, n: int, offset: int) -> None:
-    size = os.fstat(fd).st_size
-    raise OSError(f"short read: wanted {n} bytes at offset {offset}, the file has {size} bytes "
-                  f"(truncated or rewritten while reading?)")
 
 
 class _Handle:
