@@ -352,3 +352,20 @@ class MixedDtypes:
     def __call__(self):
         for i in range(10):
             yield i % 2 == 0, np.full(2, i / 4, np.float16), np.full((3, 2), i, np.uint8)
+
+
+class WaitForFile:
+    """Creates ``<gate>.waiting-<worker>``, waits (at most 60 s) until ``gate`` exists, then yields
+    ``range(n)``: a worker whose generator has nothing yet."""
+
+    def __init__(self, gate: str, n: int):
+        self.gate = gate
+        self.n = n
+
+    def __call__(self):
+        info = queuepipe.worker_info()
+        open(f"{self.gate}.waiting-{info.index if info else 0}", "w").close()
+        deadline = time.monotonic() + 60
+        while not os.path.exists(self.gate) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield from range(self.n)

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import queuepipe
 from helpers import PROMPT_S, Timer, closed_markers, describe, drain, mode, rows, run_python  # noqa: F401
-from sample_gens import FailingGen, InfiniteCounter, MyDataError, ShardedRange
+from sample_gens import FailingGen, InfiniteCounter, MyDataError, ShardedRange, WaitForFile
 
 tf1 = tf.compat.v1
 
@@ -372,3 +372,38 @@ def test_ctrl_c_in_a_training_loop(mode):
     assert "interrupted at" in proc.stdout and "left: []" in proc.stdout, describe(proc)
     began = float(proc.stdout.split("interrupted at", 1)[1].split()[0])
     assert ended - began < 30, f"the interpreter took {ended - began:.1f}s to exit after Ctrl-C"
+
+
+def test_workers_waiting_for_data_leave_tensorflows_threads_to_the_training_step(mode, tmp_path):
+    """Workers wait for their next block in the queue runners' own Python threads, not inside
+    the enqueue op: there they would hold TensorFlow's inter-op threads (here 2, one per
+    worker) and every other op of the session -- the training step -- would wait with them."""
+    gate = tmp_path / "gate"
+    opened_by_timer = threading.Event()
+
+    def open_gate():  # only if the step below is starved: then the test fails instead of hanging
+        opened_by_timer.set()
+        gate.touch()
+
+    config = tf1.ConfigProto(inter_op_parallelism_threads=2)
+    with tf.Graph().as_default():
+        p = queuepipe.from_generator(WaitForFile(str(gate), 8), tf.int64, (), batch_size=4, workers=2,
+                                     mode=mode, allow_smaller_final_batch=True)
+        x = tf1.placeholder(tf.float32, [])
+        step = x * 2.0
+        timer = threading.Timer(PROMPT_S, open_gate)
+        with tf1.Session(config=config) as sess, queuepipe.running(sess):
+            deadline = time.monotonic() + PROMPT_S
+            while not all((tmp_path / f"gate.waiting-{i}").exists() for i in range(2)):
+                assert time.monotonic() < deadline, "the workers never started"
+                time.sleep(0.01)
+            time.sleep(0.2)  # let the enqueue threads reach their wait
+            timer.start()
+            try:
+                assert sess.run(step, {x: 1.5}) == 3.0
+                assert not opened_by_timer.is_set(), "the step waited for the workers' data"
+            finally:
+                timer.cancel()
+            gate.touch()
+            got = [v for b in drain(sess, p.batch) for v in b.tolist()]
+    assert sorted(got) == sorted(list(range(8)) * 2)

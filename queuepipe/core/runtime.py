@@ -153,26 +153,47 @@ class PipelineRuntime:
                 return run.pending[index].pop(0)
             if run.stopping or run.finished[index] or self.failure is not None:
                 raise StopIteration
-            while True:
-                try:
-                    block = run.backends[index].next_block()
-                except EndOfStream:
-                    run.finished[index] = True
-                    raise StopIteration from None
-                except WorkerFailed as failed:
-                    run.finished[index] = True
-                    with self._lock:
-                        if self.failure is None:
-                            self.failure = failed.failure
-                    log.error("queuepipe: %s\n%s", failed.failure.summary(), failed.failure.traceback_text)
-                    return self.poison(failed.failure)
-                if not block.tail:
-                    pieces = self._split(block)
-                else:
-                    pieces = [p for b in run.merger.add(block) for p in self._split(b)]
-                if pieces:
-                    run.pending[index].extend(pieces[1:])
-                    return pieces[0]
+            return self._fetch(run, index)
+
+    def prefetch(self, index: int) -> None:
+        """Wait, in the calling thread, until worker ``index``'s next :meth:`pull` can answer at once.
+
+        The queue runner calls this before each enqueue, so the waiting (and, for thread
+        workers, the user's generator) runs in its own Python thread: inside the enqueue
+        op it would hold one of TF's few inter-op threads, which the training step needs.
+        """
+        with self._worker_locks[index]:
+            run = self._run
+            if (run is None or run.pending[index] or run.stopping or run.finished[index]
+                    or self.failure is not None):
+                return
+            try:
+                run.pending[index].insert(0, self._fetch(run, index))
+            except StopIteration:
+                pass
+
+    def _fetch(self, run: _Run, index: int) -> Block:
+        """The next block from worker ``index``'s backend (rest of it queued in ``pending``)."""
+        while True:
+            try:
+                block = run.backends[index].next_block()
+            except EndOfStream:
+                run.finished[index] = True
+                raise StopIteration from None
+            except WorkerFailed as failed:
+                run.finished[index] = True
+                with self._lock:
+                    if self.failure is None:
+                        self.failure = failed.failure
+                log.error("queuepipe: %s\n%s", failed.failure.summary(), failed.failure.traceback_text)
+                return self.poison(failed.failure)
+            if not block.tail:
+                pieces = self._split(block)
+            else:
+                pieces = [p for b in run.merger.add(block) for p in self._split(b)]
+            if pieces:
+                run.pending[index].extend(pieces[1:])
+                return pieces[0]
 
     def _split(self, block: Block) -> List[Block]:
         """Blocks of exactly ``batches_per_block`` batches or of one batch -- the two shapes the

@@ -55,6 +55,43 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
                 t.start()
         return threads
 
+    def _run(self, sess, enqueue_op, coord=None) -> None:
+        """One worker's enqueue loop: the stock runner's, but each enqueue is preceded by a wait
+        for the worker's next block in this Python thread (see ``PipelineRuntime.prefetch``).
+
+        Same contract as ``QueueRunner._run``: runs until the coordinator stops or the queue
+        closes; the last runner of a session to end closes the queue; any other error stops the
+        coordinator (or, without one, is recorded and raised)."""
+        index = self.enqueue_ops.index(enqueue_op)
+        decremented = False
+        try:
+            enqueue = sess.make_callable(enqueue_op)
+            while not (coord is not None and coord.should_stop()):
+                self.runtime.prefetch(index)
+                try:
+                    enqueue()
+                except self._queue_closed_exception_types:
+                    with self._lock:
+                        self._runs_per_session[sess] -= 1
+                        decremented = True
+                        if self._runs_per_session[sess] == 0:
+                            try:
+                                sess.run(self._close_op)
+                            except Exception:  # noqa: BLE001 - closing an already closed queue
+                                pass
+                    return
+        except Exception as exc:  # noqa: BLE001
+            if coord is not None:
+                coord.request_stop(exc)
+            else:
+                with self._lock:
+                    self._exceptions_raised.append(exc)
+                raise
+        finally:
+            if not decremented:
+                with self._lock:
+                    self._runs_per_session[sess] -= 1
+
     def _watch(self, sess, coord: Optional[tf1.train.Coordinator], enqueue_threads) -> None:
         """Stop the workers once the enqueue threads are done, or as soon as stopping begins."""
         try:
