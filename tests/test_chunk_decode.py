@@ -72,10 +72,12 @@ def test_which_datasets_are_decoded_here(tmp_path):
         f.create_dataset("checksummed", data=data, chunks=(100, 4), compression="gzip", fletcher32=True)
         f.create_dataset("big_endian", data=data.astype(">f4"), chunks=(100, 4), compression="gzip")
         f.create_dataset("column_chunks", data=data, chunks=(100, 2), compression="gzip")
+        f.create_dataset("plain_column_chunks", data=data, chunks=(64, 3))
         f.create_dataset("plain", data=data, chunks=(100, 4))
-    names = ["gzip", "shuffle_only", "lzf", "checksummed", "big_endian", "column_chunks", "plain"]
+    names = ["gzip", "shuffle_only", "lzf", "checksummed", "big_endian", "column_chunks",
+             "plain_column_chunks", "plain"]
     layout = inspect_files([str(path)], names)
-    assert layout.files[0].access == ["decode", "decode", "h5py", "h5py", "h5py", "h5py", "raw"]
+    assert layout.files[0].access == ["decode", "decode", "h5py", "h5py", "h5py", "decode", "decode", "raw"]
     files = WorkerFiles(layout)
     try:
         for i, name in enumerate(names):
@@ -108,20 +110,23 @@ def test_a_chunk_stored_without_deflate_is_read_as_stored(tmp_path, inflater):
         files.close()
 
 
-def test_chunks_never_written_read_as_the_fill_value(tmp_path, inflater):
+@pytest.mark.parametrize("width", [2, 5])  # chunks of whole rows / chunks that cut rows
+def test_chunks_never_written_read_as_the_fill_value(tmp_path, inflater, width):
     path = tmp_path / "fill.h5"
     with h5py.File(path, "w") as f:
-        d = f.create_dataset("X", shape=(300, 2), dtype="f4", chunks=(50, 2), compression="gzip",
+        d = f.create_dataset("X", shape=(300, width), dtype="f4", chunks=(50, 2), compression="gzip",
                              fillvalue=-7.0)
         d[100:150] = 1.0
     files, h = _handle(path, "X")
     try:
         assert h.decoded is not None
-        out = np.empty((300, 2), np.float32)
+        out = np.empty((300, width), np.float32)
         h.read_into(0, 300, out)
-        expect = np.full((300, 2), -7.0, np.float32)
+        expect = np.full((300, width), -7.0, np.float32)
         expect[100:150] = 1.0
         np.testing.assert_array_equal(out, expect)
+        h.read_into(110, 140, out[:30])       # a band whose chunks are all written
+        np.testing.assert_array_equal(out[:30], expect[110:140])
     finally:
         files.close()
 
@@ -168,25 +173,32 @@ def test_inflater_choice(monkeypatch):
         chunk_decode.inflater()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(n_rows=st.integers(1, 300), chunk_rows=st.integers(1, 64), width=st.integers(1, 6),
-       dtype=st.sampled_from(["int16", "float32", "int64"]), shuffle=st.booleans(),
-       level=st.integers(0, 9), reads=st.lists(st.tuples(st.integers(0, 299), st.integers(1, 120)),
-                                             min_size=1, max_size=6))
-def test_property_any_rows_of_any_chunking_equal_h5py(tmp_path_factory, n_rows, chunk_rows, width, dtype,
-                                                       shuffle, level, reads):
-    values = _values(dtype, (n_rows, width), seed=n_rows)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n_rows=st.integers(1, 300), chunk_rows=st.integers(1, 64), row=st.sampled_from([(1,), (6,), (5, 3)]),
+       cut=st.lists(st.integers(1, 6), min_size=2, max_size=2), beyond=st.booleans(),
+       dtype=st.sampled_from(["int16", "float32", "int64"]), compression=st.sampled_from([None, "gzip"]),
+       shuffle=st.booleans(), level=st.integers(0, 9),
+       reads=st.lists(st.tuples(st.integers(0, 299), st.integers(1, 120)), min_size=1, max_size=6))
+def test_property_any_rows_of_any_chunking_equal_h5py(tmp_path_factory, n_rows, chunk_rows, row, cut, beyond,
+                                                       dtype, compression, shuffle, level, reads):
+    """Any chunk shape: whole rows, rows cut into pieces, chunks wider than the data (resizable)."""
+    values = _values(dtype, (n_rows,) + row, seed=n_rows)
+    trailing = tuple(min(c, d) for c, d in zip(cut, row))
+    if beyond:
+        trailing = tuple(d + c for c, d in zip(cut, row))  # chunks reach past the data's edge
     path = tmp_path_factory.mktemp("p") / "p.h5"
     with h5py.File(path, "w") as f:
-        f.create_dataset("X", data=values, chunks=(min(chunk_rows, n_rows), width), compression="gzip",
-                         compression_opts=level, shuffle=shuffle)
+        f.create_dataset("X", data=values, chunks=(min(chunk_rows, n_rows),) + trailing,
+                         maxshape=(None,) + (None,) * len(row) if beyond else None,
+                         compression=compression, compression_opts=level if compression else None,
+                         shuffle=shuffle)
     files, h = _handle(path, "X")
     try:
-        assert h.decoded is not None
+        assert (h.decoded is not None) or (h.raw is not None)
         for start, length in reads:
             start = start % n_rows
             stop = min(n_rows, start + length)
-            out = np.empty((stop - start, width), dtype)
+            out = np.empty((stop - start,) + row, dtype)
             h.read_into(start, stop, out)
             np.testing.assert_array_equal(out, values[start:stop])
     finally:
@@ -205,7 +217,7 @@ def test_chunk_table_bulk_and_lazy_lookups_agree(tmp_path, monkeypatch, bulk):
         d[640:700] = 2          # chunks 10 and 10 (640..703); 1..9 and 11.. never written
         expect = {c: d.id.get_chunk_info_by_coord((c * 64, 0)) for c in range(16)}
     with h5py.File(path, "r") as f:
-        table = chunk_table.ChunkTable(f["X"].id, 1000, 64)
+        table = chunk_table.ChunkTable(f["X"].id, 1000, (64, 3))
         assert table._bulk_pending == bulk
         got = table.locate_many(np.array([10, 0, 3, 15]))
         assert got.tolist() == [expect[c].byte_offset if expect[c].byte_offset is not None else -1
@@ -228,3 +240,23 @@ def test_a_bad_inflater_setting_is_refused_when_the_pipeline_is_built(tmp_path, 
     monkeypatch.setenv("QUEUEPIPE_INFLATE", "fastest")
     with tf.Graph().as_default(), pytest.raises(ValueError, match="QUEUEPIPE_INFLATE"):
         queuepipe.from_hdf5(str(path), "X", batch_size=10)
+
+
+@pytest.mark.parametrize("bulk", [True, False])
+def test_chunk_table_numbers_chunks_that_cut_rows(tmp_path, monkeypatch, bulk):
+    from queuepipe.hdf5 import chunk_table
+    monkeypatch.setattr(chunk_table, "BULK_CHUNKS", 1 << 16 if bulk else 0)
+    path = tmp_path / "s.h5"
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("X", shape=(100, 10, 4), dtype="u2", chunks=(30, 4, 3), compression="gzip")
+        d[0:30, 4:8, :] = 7          # only chunks (0, 1, 0) and (0, 1, 1) are written
+    with h5py.File(path, "r") as f:
+        dsid = f["X"].id
+        table = chunk_table.ChunkTable(dsid, 100, (30, 4, 3))
+        assert table.grid == (3, 2) and table.band == 6 and len(table.offsets) == 4 * 6
+        for n in range(24):
+            coord = table.coord(n)
+            assert table.number(coord) == n
+            info = dsid.get_chunk_info_by_coord(coord)
+            assert table.locate(n) == (chunk_table.UNALLOCATED if info.byte_offset is None else info.byte_offset)
+        assert [n for n in range(24) if table.locate(n) >= 0] == [2, 3]

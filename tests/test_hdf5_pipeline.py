@@ -363,7 +363,7 @@ def test_raw_rows_are_used_only_where_bytes_are_plain_and_checked(tmp_path):
         f.create_dataset("colchunks", data=np.zeros((50, 4)), chunks=(8, 2))
     names = ["plain", "contig", "big", "gz", "colchunks"]
     layout = inspect_files([str(path)], names)
-    assert layout.files[0].access == ["raw", "raw", "h5py", "decode", "h5py"]
+    assert layout.files[0].access == ["raw", "raw", "h5py", "decode", "decode"]
     files = WorkerFiles(layout)
     before = _open_fds()
     try:

@@ -8,8 +8,9 @@ with ISA-L (the ``isal`` package, ~2.5x zlib's speed) when it is installed or wi
 and none holds h5py's lock.  On the reference machine a worker decodes the W5 file
 ~1.03x (zlib) to ~2.3x (ISA-L) faster than h5py reading it (BENCHMARKS.md).
 
-Only what can be checked is taken over: numeric native-order rows, chunks spanning
-whole rows, and filter pipelines made only of deflate and shuffle (per-chunk filter
+Only what can be checked is taken over: numeric native-order data in chunks of any shape
+(chunks that cut rows into pieces too, as h5py's automatic chunking does), with filter
+pipelines made only of deflate and shuffle, or none (per-chunk filter
 masks honoured).  Everything else -- and any chunk never written (fill value) -- is
 read by h5py as before, and the reader compares a few rows against h5py's when it opens
 a dataset.  ``QUEUEPIPE_INFLATE=zlib`` forces stock zlib (``isal`` the opposite).
@@ -57,8 +58,9 @@ def inflater() -> Tuple[str, Callable[[bytes, int], bytes]]:
 
 
 def decodable(filters: Sequence[Tuple[int, str, int]]) -> bool:
-    """Whether a filter pipeline ((id, name, flags), ...) is one this module decodes."""
-    return bool(filters) and all(code in DECODABLE_FILTERS for code, _name, _flags in filters)
+    """Whether a filter pipeline ((id, name, flags), ...) is one this module decodes (none
+    at all included: stored bytes are then the data)."""
+    return all(code in DECODABLE_FILTERS for code, _name, _flags in filters)
 
 
 def short_read(fd: int, wanted: int, offset: int) -> OSError:
@@ -92,11 +94,18 @@ class DecodedChunks:
 
     def __init__(self, dsid, n_rows: int, row_bytes: int, pipeline: List[Tuple[int, int]]):
         dcpl = dsid.get_create_plist()
-        self.chunk_rows = int(dcpl.get_chunk()[0])
+        chunk_shape = tuple(int(c) for c in dcpl.get_chunk())
+        self.shape = tuple(int(d) for d in dsid.shape)
+        self.chunk_shape = chunk_shape
+        self.chunk_rows = chunk_shape[0]
         self.row_bytes = row_bytes
-        self.chunk_bytes = self.chunk_rows * row_bytes
+        self.dtype = dsid.dtype
+        self.chunk_bytes = int(np.prod(chunk_shape, dtype=np.int64)) * self.dtype.itemsize
         self.pipeline = pipeline
-        self.table = ChunkTable(dsid, n_rows, self.chunk_rows)
+        self.table = ChunkTable(dsid, n_rows, chunk_shape)
+        self.whole_rows = chunk_shape[1:] == self.shape[1:]  # a chunk is whole rows, back to back
+        # keep two row bands decoded (reads that stop or start inside one), at most ~256 MiB
+        self._cache_chunks = max(CACHED_CHUNKS, min(2 * self.table.band, (256 << 20) // self.chunk_bytes))
         self.inflater_name, self.inflate = inflater()
         self._cache: "OrderedDict[int, np.ndarray]" = OrderedDict()
         self.fd: Optional[int] = os.open(os.fsdecode(h5f.get_name(dsid)), os.O_RDONLY)
@@ -108,12 +117,23 @@ class DecodedChunks:
 
     def read_into(self, start: int, stop: int, dest: np.ndarray) -> bool:
         """Rows [start, stop) into ``dest``; False (nothing read) if a chunk was never written."""
-        cr, rb = self.chunk_rows, self.row_bytes
+        cr, band = self.chunk_rows, self.table.band
         first, last = start // cr, (stop - 1) // cr
-        for c in range(first, last + 1):
-            if self.table.locate(c) < 0:
+        for n in range((first * band), (last + 1) * band):
+            if self.table.locate(n) < 0:
                 return False
         target = dest if dest.flags.c_contiguous else np.empty(dest.shape, dest.dtype)
+        if self.whole_rows:
+            self._rows_of_whole_row_chunks(start, stop, first, last, target)
+        else:
+            self._rows_of_split_chunks(start, stop, first, last, target)
+        if target is not dest:
+            dest[...] = target
+        return True
+
+    def _rows_of_whole_row_chunks(self, start: int, stop: int, first: int, last: int,
+                                  target: np.ndarray) -> None:
+        cr, rb = self.chunk_rows, self.row_bytes
         flat = target.reshape(-1).view(np.uint8)
         for c in range(first, last + 1):
             lo, hi = max(start, c * cr), min(stop, (c + 1) * cr)
@@ -122,9 +142,19 @@ class DecodedChunks:
                 self._decode(c, out)       # a whole chunk: decoded straight into place
             else:
                 out[:] = self._decoded(c)[(lo - c * cr) * rb:(hi - c * cr) * rb]
-        if target is not dest:
-            dest[...] = target
-        return True
+
+    def _rows_of_split_chunks(self, start: int, stop: int, first: int, last: int,
+                              target: np.ndarray) -> None:
+        """Chunks that cut rows into pieces: each is decoded whole, then its piece copied."""
+        cr, band, cs = self.chunk_rows, self.table.band, self.chunk_shape
+        for rc in range(first, last + 1):
+            lo, hi = max(start, rc * cr), min(stop, (rc + 1) * cr)
+            for t, corner in enumerate(self.table.corners):
+                chunk = self._decoded(rc * band + t).view(self.dtype).reshape(cs)
+                ends = [min(x + c, d) for x, c, d in zip(corner, cs[1:], self.shape[1:])]
+                into = (slice(lo - start, hi - start),) + tuple(slice(x, e) for x, e in zip(corner, ends))
+                part = (slice(lo - rc * cr, hi - rc * cr),) + tuple(slice(0, e - x) for x, e in zip(corner, ends))
+                target[into] = chunk[part]
 
     def _decoded(self, c: int) -> np.ndarray:
         chunk = self._cache.get(c)
@@ -132,7 +162,7 @@ class DecodedChunks:
             chunk = np.empty(self.chunk_bytes, dtype=np.uint8)
             self._decode(c, chunk)
             self._cache[c] = chunk
-            while len(self._cache) > CACHED_CHUNKS:
+            while len(self._cache) > self._cache_chunks:
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(c)
@@ -160,8 +190,8 @@ class DecodedChunks:
 
     def _check_size(self, c: int, got: int, what: str) -> None:
         if got != self.chunk_bytes:
-            raise ValueError(f"chunk {c} (rows {c * self.chunk_rows}..{(c + 1) * self.chunk_rows - 1}): "
-                             f"{what} size is {got} bytes, expected {self.chunk_bytes}")
+            raise ValueError(f"chunk at {self.table.coord(c)}: {what} size is {got} bytes, "
+                             f"expected {self.chunk_bytes}")
 
 
 def pipeline_of(dsid) -> List[Tuple[int, int]]:

@@ -1,12 +1,17 @@
-"""Where each chunk of rows of a dataset is stored in its file: offset, size, filter mask.
+"""Where each chunk of a dataset is stored in its file: offset, size, filter mask.
 
 Both fast read paths (:class:`.reader.RawRows`, :class:`.chunk_decode.DecodedChunks`)
-read chunk bytes themselves and need this.  A dataset of up to :data:`BULK_CHUNKS`
-chunks is indexed in one HDF5 call when first used (~2 us a chunk, against ~10 us for
-a lookup per chunk); a larger one is looked up chunk by chunk as reads reach it, so
+read chunk bytes themselves and need this.  Chunks are numbered row band by row band:
+chunk ``(rc, t)`` -- row band ``rc``, position ``t`` (C order) among the chunks side by
+side in a band -- is number ``rc * band + t``.  A dataset of up to :data:`BULK_CHUNKS`
+chunks is indexed in one HDF5 call when first used (~2 us a chunk, against ~10 us for a
+lookup per chunk); a larger one is looked up chunk by chunk as reads reach it, so
 opening a huge file costs nothing up front.
 """
 from __future__ import annotations
+
+import itertools
+from typing import List, Sequence, Tuple
 
 import numpy as np
 
@@ -15,46 +20,61 @@ UNKNOWN, UNALLOCATED = -2, -1
 
 
 class ChunkTable:
-    """Per chunk index ``c`` (rows ``c * chunk_rows ...``): ``offsets[c]`` (or UNALLOCATED
-    for a chunk never written, or UNKNOWN before lookup), ``sizes[c]``, ``masks[c]``.
-    Only for chunks that span whole rows (one chunk per index)."""
+    """Per chunk number: ``offsets`` (or UNALLOCATED for a chunk never written, UNKNOWN
+    before lookup), ``sizes`` and ``masks``."""
 
-    def __init__(self, dsid, n_rows: int, chunk_rows: int):
+    def __init__(self, dsid, n_rows: int, chunk_shape: Sequence[int]):
         self.dsid = dsid
-        self.chunk_rows = chunk_rows
-        self.zeros = (0,) * (len(dsid.shape) - 1)
-        n_chunks = -(-n_rows // chunk_rows)
+        self.chunk_shape = tuple(int(c) for c in chunk_shape)
+        shape = tuple(int(d) for d in dsid.shape)
+        self.grid = tuple(-(-d // c) for d, c in zip(shape[1:], self.chunk_shape[1:]))
+        self.band = int(np.prod(self.grid, dtype=np.int64))  # chunks side by side in one row band
+        # each chunk's offset within its band, in elements of the trailing dims (C order)
+        self.corners: List[Tuple[int, ...]] = [tuple(k * c for k, c in zip(t, self.chunk_shape[1:]))
+                                               for t in itertools.product(*(range(g) for g in self.grid))]
+        n_chunks = -(-n_rows // self.chunk_shape[0]) * self.band
         self.offsets = np.full(n_chunks, UNKNOWN, dtype=np.int64)
         self.sizes = np.zeros(n_chunks, dtype=np.int64)
         self.masks = np.zeros(n_chunks, dtype=np.int64)
         self._bulk_pending = 0 < n_chunks <= BULK_CHUNKS and hasattr(dsid, "chunk_iter")
 
+    def number(self, coord: Sequence[int]) -> int:
+        """The chunk number of the chunk whose first element is at ``coord``."""
+        index = 0
+        for k, (x, c) in enumerate(zip(coord[1:], self.chunk_shape[1:])):
+            index = index * self.grid[k] + x // c
+        return (coord[0] // self.chunk_shape[0]) * self.band + index
+
+    def coord(self, n: int) -> Tuple[int, ...]:
+        rc, t = divmod(n, self.band)
+        return (rc * self.chunk_shape[0],) + self.corners[t]
+
     def _fill_all(self) -> None:
         """Every chunk in one pass (HDF5 >= 1.14 / 1.12.3 ``H5Dchunk_iter``)."""
         self._bulk_pending = False
         self.offsets[self.offsets == UNKNOWN] = UNALLOCATED  # what the pass does not visit
-        cr, offsets, sizes, masks = self.chunk_rows, self.offsets, self.sizes, self.masks
+        offsets, sizes, masks, number = self.offsets, self.sizes, self.masks, self.number
 
         def visit(info):
-            c = info.chunk_offset[0] // cr
-            offsets[c], sizes[c], masks[c] = info.byte_offset, info.size, info.filter_mask
+            n = number(info.chunk_offset)
+            offsets[n], sizes[n], masks[n] = info.byte_offset, info.size, info.filter_mask
 
         self.dsid.chunk_iter(visit)
 
-    def locate(self, c: int) -> int:
-        """The file offset of chunk ``c``, or UNALLOCATED."""
-        off = int(self.offsets[c])
+    def locate(self, n: int) -> int:
+        """The file offset of chunk number ``n``, or UNALLOCATED."""
+        off = int(self.offsets[n])
         if off == UNKNOWN:
             if self._bulk_pending:
                 self._fill_all()
-                return int(self.offsets[c])
-            info = self.dsid.get_chunk_info_by_coord((c * self.chunk_rows,) + self.zeros)
+                return int(self.offsets[n])
+            info = self.dsid.get_chunk_info_by_coord(self.coord(n))
             off = UNALLOCATED if info.byte_offset is None else int(info.byte_offset)
-            self.offsets[c], self.sizes[c], self.masks[c] = off, int(info.size or 0), int(info.filter_mask)
+            self.offsets[n], self.sizes[n], self.masks[n] = off, int(info.size or 0), int(info.filter_mask)
         return off
 
     def locate_many(self, chunks: np.ndarray) -> np.ndarray:
-        """File offsets of ``chunks`` (an index array), UNALLOCATED where never written."""
+        """File offsets of chunk numbers ``chunks``, UNALLOCATED where never written."""
         unknown = chunks[self.offsets[chunks] == UNKNOWN]
         if len(unknown):
             if self._bulk_pending:

@@ -346,8 +346,8 @@ def _file_settings(dset, read: DatasetRead, file: str, path: str, plugin: Dict[i
                    ) -> Tuple[int, Optional[int], Optional[int], str]:
     """(chunk-cache bytes, compressed chunk rows, chunk rows, access) of a dataset in a file.
 
-    access: "raw" -- uncompressed rows are plain bytes at known offsets; "decode" -- chunks
-    of whole rows compressed only with deflate/shuffle, decoded by queuepipe
+    access: "raw" -- uncompressed rows are plain bytes at known offsets; "decode" -- other
+    chunked data, compressed only with deflate/shuffle or not at all, decoded by queuepipe
     (:mod:`.chunk_decode`); "h5py" -- everything else.
     """
     filters = filters_of(dset)
@@ -361,11 +361,11 @@ def _file_settings(dset, read: DatasetRead, file: str, path: str, plugin: Dict[i
     dcpl = dset.id.get_create_plist()
     chunks = dset.chunks
     whole_rows = chunks is None or tuple(chunks[1:]) == tuple(dset.shape[1:])
-    plain_rows = (read.kind == "numeric" and whole_rows and dset.dtype == read.mem_dtype
-                  and read.mem_dtype.kind != "b" and dcpl.get_external_count() == 0)
-    if plain_rows and not filters and dcpl.get_layout() in (h5d.CONTIGUOUS, h5d.CHUNKED):
+    native = (read.kind == "numeric" and dset.dtype == read.mem_dtype and read.mem_dtype.kind != "b"
+              and dcpl.get_external_count() == 0)
+    if native and whole_rows and not filters and dcpl.get_layout() in (h5d.CONTIGUOUS, h5d.CHUNKED):
         access = "raw"
-    elif plain_rows and dcpl.get_layout() == h5d.CHUNKED and decodable(filters):
+    elif native and dcpl.get_layout() == h5d.CHUNKED and decodable(filters):
         access = "decode"
     else:
         access = "h5py"

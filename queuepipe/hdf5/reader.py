@@ -46,7 +46,7 @@ class RawRows:
         chunks = dcpl.get_chunk() if dcpl.get_layout() == h5d.CHUNKED else None
         self.chunk_rows = int(chunks[0]) if chunks else None
         self.contiguous = None if chunks else dsid.get_offset()
-        self.table = ChunkTable(dsid, n_rows, self.chunk_rows) if chunks else None
+        self.table = ChunkTable(dsid, n_rows, chunks) if chunks else None
 
     def close(self) -> None:
         if self.fd is not None:
