@@ -34,6 +34,12 @@ def default_batches_per_block(spec: Spec, batch_size: int) -> int:
     return int(max(1, min(32, BLOCK_TARGET_BYTES // max(1, row * batch_size))))
 
 
+def default_shuffle_rows(batch_size: int, batches_per_block: int) -> int:
+    """Shuffle buffer rows when the user names none: 16 batches, and at least two blocks, so
+    every draw mixes rows of two or more blocks (a source's read units)."""
+    return max(16, 2 * batches_per_block) * batch_size
+
+
 def make_pipeline(source: Any, spec: Spec, output_types: Any, *, batch_size: int, workers: int,
                   mode: str, shuffle: bool, min_after_dequeue: Optional[int], seed: Optional[int],
                   capacity: Optional[int], allow_smaller_final_batch: bool,
@@ -56,9 +62,7 @@ def make_pipeline(source: Any, spec: Spec, output_types: Any, *, batch_size: int
         per_block = 1
     shuffle_rows = 0
     if shuffle:
-        # default: 16 batches, and at least two blocks, so every draw mixes rows of two
-        # or more blocks (read units)
-        shuffle_rows = (max(16, 2 * per_block) * batch_size if min_after_dequeue is None
+        shuffle_rows = (default_shuffle_rows(batch_size, per_block) if min_after_dequeue is None
                         else max(0, int(min_after_dequeue)))
         shuffle_rows = max(shuffle_rows, 1)
     if seed is None:

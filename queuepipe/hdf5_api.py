@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from .api import default_batches_per_block, make_pipeline
+from .api import default_batches_per_block, default_shuffle_rows, make_pipeline
 from .core.spec import Spec
 from .hdf5.chunk_decode import inflater
 from .hdf5.errors import HDF5InputError, HDF5TypeError
@@ -135,7 +135,7 @@ def from_hdf5(files: Any, datasets: Any, *, rows: Any = None, batch_size: int, w
         per_block = batches_per_block
     block_rows = per_block * batch_size
     if shuffle:  # whole blocks: the batcher then never cuts a block early, so a seed reproduces
-        wanted = (max(16, 2 * per_block) * batch_size if min_after_dequeue is None
+        wanted = (default_shuffle_rows(batch_size, per_block) if min_after_dequeue is None
                   else max(1, int(min_after_dequeue)))
         min_after_dequeue = math.ceil(wanted / block_rows) * block_rows
     if seed is None:  # one base seed for all workers: they must agree on the block order

@@ -51,7 +51,6 @@ def _dtype_str(dtype) -> str:
     return "string" if np.dtype(dtype) == np.dtype(object) else np.dtype(dtype).name
 
 
-
 def pack_structure(kind: str, keys: Optional[Sequence[str]], leaves: Sequence[Any]) -> Any:
     """Leaves in order -> one value (``kind`` "single"), a tuple, or a dict over ``keys``."""
     if kind == "single":
@@ -59,6 +58,7 @@ def pack_structure(kind: str, keys: Optional[Sequence[str]], leaves: Sequence[An
     if kind == "tuple":
         return tuple(leaves)
     return dict(zip(keys, leaves))
+
 
 class Spec:
     """Structure + fields of one sample; converts samples/blocks to columns and back."""
