@@ -20,12 +20,10 @@ from __future__ import annotations
 import os
 import zlib
 from collections import OrderedDict
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 import numpy as np
-from h5py import h5f
-
-from .chunk_table import ChunkTable
+from .chunk_table import ChunkTable, StoredBytes
 
 DEFLATE, SHUFFLE = 1, 2
 DECODABLE_FILTERS = frozenset((DEFLATE, SHUFFLE))
@@ -63,13 +61,6 @@ def decodable(filters: Sequence[Tuple[int, str, int]]) -> bool:
     return all(code in DECODABLE_FILTERS for code, _name, _flags in filters)
 
 
-def short_read(fd: int, wanted: int, offset: int) -> OSError:
-    """The error for a read that got fewer bytes than HDF5's layout says are there."""
-    size = os.fstat(fd).st_size
-    return OSError(f"short read: wanted {wanted} bytes at offset {offset}, the file has {size} bytes "
-                   f"(truncated or rewritten while reading?)")
-
-
 def unshuffle(src, itemsize: int, out: np.ndarray) -> None:
     """Undo HDF5's shuffle filter: byte k of every element was stored in the k-th plane."""
     data = np.frombuffer(src, dtype=np.uint8)
@@ -84,7 +75,7 @@ def unshuffle(src, itemsize: int, out: np.ndarray) -> None:
         out[body:] = data[body:]
 
 
-class DecodedChunks:
+class DecodedChunks(StoredBytes):
     """Rows of a chunked, deflate/shuffle-compressed, native-order numeric dataset.
 
     ``pipeline`` is the dataset's filter list in HDF5's order (as written); reading
@@ -93,6 +84,7 @@ class DecodedChunks:
     """
 
     def __init__(self, dsid, n_rows: int, row_bytes: int, pipeline: List[Tuple[int, int]]):
+        super().__init__(dsid)
         dcpl = dsid.get_create_plist()
         chunk_shape = tuple(int(c) for c in dcpl.get_chunk())
         self.shape = tuple(int(d) for d in dsid.shape)
@@ -108,12 +100,6 @@ class DecodedChunks:
         self._cache_chunks = max(CACHED_CHUNKS, min(2 * self.table.band, (256 << 20) // self.chunk_bytes))
         self.inflater_name, self.inflate = inflater()
         self._cache: "OrderedDict[int, np.ndarray]" = OrderedDict()
-        self.fd: Optional[int] = os.open(os.fsdecode(h5f.get_name(dsid)), os.O_RDONLY)
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
 
     def read_into(self, start: int, stop: int, dest: np.ndarray) -> bool:
         """Rows [start, stop) into ``dest``; False (nothing read) if a chunk was never written."""
@@ -173,7 +159,7 @@ class DecodedChunks:
         offset, size, mask = int(t.offsets[c]), int(t.sizes[c]), int(t.masks[c])
         data = os.pread(self.fd, size, offset)
         if len(data) != size:
-            raise short_read(self.fd, size, offset)
+            raise self.short_read(size, offset)
         steps = [f for i, f in reversed(list(enumerate(self.pipeline))) if not mask >> i & 1]
         for n, (code, itemsize) in enumerate(steps):
             last = n == len(steps) - 1

@@ -6,14 +6,17 @@ chunk ``(rc, t)`` -- row band ``rc``, position ``t`` (C order) among the chunks 
 side in a band -- is number ``rc * band + t``.  A dataset of up to :data:`BULK_CHUNKS`
 chunks is indexed in one HDF5 call when first used (~2 us a chunk, against ~10 us for a
 lookup per chunk); a larger one is looked up chunk by chunk as reads reach it, so
-opening a huge file costs nothing up front.
+opening a huge file costs nothing up front.  :class:`StoredBytes` is the file itself,
+opened for reading those bytes.
 """
 from __future__ import annotations
 
 import itertools
-from typing import List, Sequence, Tuple
+import os
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+from h5py import h5f
 
 BULK_CHUNKS = 1 << 16
 UNKNOWN, UNALLOCATED = -2, -1
@@ -83,3 +86,21 @@ class ChunkTable:
                 for c in np.unique(unknown).tolist():
                     self.locate(c)
         return self.offsets[chunks]
+
+
+class StoredBytes:
+    """A dataset's file opened for reading its stored bytes directly, outside HDF5."""
+
+    def __init__(self, dsid):
+        self.fd: Optional[int] = os.open(os.fsdecode(h5f.get_name(dsid)), os.O_RDONLY)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def short_read(self, wanted: int, offset: int) -> OSError:
+        """The error for a read that got fewer bytes than HDF5's layout says are there."""
+        size = os.fstat(self.fd).st_size
+        return OSError(f"short read: wanted {wanted} bytes at offset {offset}, the file has {size} bytes "
+                       f"(truncated or rewritten while reading?)")

@@ -18,10 +18,10 @@ from typing import Dict, List, Optional, Tuple
 
 import h5py
 import numpy as np
-from h5py import h5d, h5f, h5p, h5s, h5t
+from h5py import h5d, h5p, h5s, h5t
 
-from .chunk_decode import DecodedChunks, pipeline_of, short_read
-from .chunk_table import ChunkTable
+from .chunk_decode import DecodedChunks, pipeline_of
+from .chunk_table import ChunkTable, StoredBytes
 from .errors import HDF5ReadError
 from .inspect import Layout, filter_available, filters_of, missing_filter_message
 from .planning import Direct, Plan
@@ -29,7 +29,7 @@ from .planning import Direct, Plan
 MAX_OPEN_FILES = 32
 
 
-class RawRows:
+class RawRows(StoredBytes):
     """Rows of an uncompressed, native-order dataset, read with ``os.preadv`` at their offsets.
 
     HDF5 stores such a dataset's rows as plain bytes: contiguously, or in chunks that span
@@ -40,18 +40,13 @@ class RawRows:
     """
 
     def __init__(self, dsid, row_bytes: int, n_rows: int):
+        super().__init__(dsid)
         self.row_bytes = row_bytes
-        self.fd = os.open(os.fsdecode(h5f.get_name(dsid)), os.O_RDONLY)
         dcpl = dsid.get_create_plist()
         chunks = dcpl.get_chunk() if dcpl.get_layout() == h5d.CHUNKED else None
         self.chunk_rows = int(chunks[0]) if chunks else None
         self.contiguous = None if chunks else dsid.get_offset()
         self.table = ChunkTable(dsid, n_rows, chunks) if chunks else None
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
 
     def read_into(self, start: int, stop: int, dest: np.ndarray) -> bool:
         """Rows [start, stop) into C-contiguous ``dest``; False where h5py must read instead."""
@@ -88,7 +83,7 @@ class RawRows:
         fd, preadv = self.fd, os.preadv
         for off, o, n in zip(offsets.tolist(), (out_pos * rb).tolist(), ((stops - starts) * rb).tolist()):
             if preadv(fd, [flat[o:o + n]], off) != n:  # the hot loop: one syscall per stretch
-                raise short_read(fd, n, off)
+                raise self.short_read(n, off)
         return True
 
 
