@@ -390,3 +390,34 @@ def test_unallocated_chunks_and_userblocks_read_right(tmp_path):
     np.testing.assert_array_equal(cat(batches), np.r_[[-1] * 8, np.arange(8), [-1] * 8])
     _, batches = run(str(ub), "v", batch_size=8, rows=[50, 3, 4, 5, 60, 61, 62, 7])
     np.testing.assert_array_equal(cat(batches), [50, 3, 4, 5, 60, 61, 62, 7])
+
+
+def test_chunks_stored_one_after_another_are_read_in_one_call(tmp_path, monkeypatch):
+    from queuepipe.hdf5.inspect import inspect_files
+    from queuepipe.hdf5.reader import WorkerFiles, _coalesced
+
+    data = np.arange(256, dtype=np.float32).reshape(64, 4)
+    path = tmp_path / "c.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("in_order", data=data, chunks=(8, 4))   # chunks allocated 0, 1, 2, ...
+        rev = f.create_dataset("reversed", (64, 4), np.float32, chunks=(8, 4))
+        for c in reversed(range(8)):                             # chunk 7 first: offsets run backwards
+            rev[c * 8:(c + 1) * 8] = data[c * 8:(c + 1) * 8]
+    calls = []
+    real_preadv = os.preadv
+    monkeypatch.setattr(os, "preadv", lambda fd, bufs, off: calls.append(off) or real_preadv(fd, bufs, off))
+    files = WorkerFiles(inspect_files([str(path)], ["in_order", "reversed"]))
+    try:
+        for di, expected_calls in ((0, 1), (1, 8)):
+            raw = files._handle(0, di).raw
+            assert raw is not None
+            out = np.empty((58, 4), np.float32)
+            calls.clear()
+            assert raw.read_runs(np.array([3]), np.array([61]), np.array([0]), out)
+            np.testing.assert_array_equal(out, data[3:61])
+            assert len(calls) == expected_calls
+    finally:
+        files.close()
+    # merged only where a stretch continues the previous one in the file *and* in the buffer
+    offsets, at, sizes = _coalesced(np.array([0, 10, 30, 35]), np.array([0, 10, 20, 40]), np.array([10, 10, 5, 5]))
+    assert offsets.tolist() == [0, 30, 35] and at.tolist() == [0, 20, 40] and sizes.tolist() == [20, 5, 5]

@@ -55,8 +55,9 @@ class RawRows(StoredBytes):
     def read_runs(self, starts: np.ndarray, stops: np.ndarray, out_pos: np.ndarray, dest: np.ndarray) -> bool:
         """Rows ``[starts[i], stops[i])`` into rows ``out_pos[i]...`` of C-contiguous ``dest``.
 
-        Offsets are computed for all runs at once; then one ``preadv`` per run (per chunk
-        piece) in a tight loop.  False, having read nothing, if a chunk is unallocated.
+        Offsets are computed for all runs at once; then one ``preadv`` per stretch that is
+        contiguous both in the file and in ``dest`` (chunk pieces stored one after another
+        merge) in a tight loop.  False, having read nothing, if a chunk is unallocated.
         """
         rb, cr = self.row_bytes, self.chunk_rows
         if cr is None:
@@ -79,12 +80,30 @@ class RawRows(StoredBytes):
             if np.any(where < 0):
                 return False
             offsets = where + (starts - chunk * cr) * rb
+        offsets, at, sizes = _coalesced(offsets, out_pos * rb, (stops - starts) * rb)
         flat = dest.reshape(-1).view(np.uint8)
         fd, preadv = self.fd, os.preadv
-        for off, o, n in zip(offsets.tolist(), (out_pos * rb).tolist(), ((stops - starts) * rb).tolist()):
-            if preadv(fd, [flat[o:o + n]], off) != n:  # the hot loop: one syscall per stretch
-                raise self.short_read(n, off)
+        for off, o, n in zip(offsets.tolist(), at.tolist(), sizes.tolist()):
+            done = 0
+            while done < n:  # the hot loop: one syscall per stretch (the kernel moves <= ~2 GiB a call)
+                got = preadv(fd, [flat[o + done:o + n]], off + done)
+                if got <= 0:  # the end of the file before the end of the data
+                    raise self.short_read(n, off)
+                done += got
         return True
+
+
+def _coalesced(offsets: np.ndarray, at: np.ndarray, sizes: np.ndarray):
+    """Byte stretches (file offset, buffer offset, size) with neighbours that continue each other
+    in the file *and* in the buffer merged: chunks HDF5 wrote one after another are read in one
+    call (a block of eight 1 MiB chunks: 1 ``preadv`` instead of 8, and 1 GIL round trip)."""
+    if len(offsets) < 2:
+        return offsets, at, sizes
+    joins = (offsets[1:] == offsets[:-1] + sizes[:-1]) & (at[1:] == at[:-1] + sizes[:-1])
+    if not joins.any():
+        return offsets, at, sizes
+    heads = np.flatnonzero(np.concatenate([[True], ~joins]))
+    return offsets[heads], at[heads], np.add.reduceat(sizes, heads)
 
 
 
