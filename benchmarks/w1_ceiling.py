@@ -7,15 +7,27 @@ reported as medians of per-round ratios to limit-consumer (the harness's step: c
 - prefilled queue: a FIFOQueue filled with distinct batches *before* timing, so no
   producer runs at all -- the cost of dequeuing fresh (not cache-hot) data;
 - queuepipe from_hdf5, thread x1 and process x1, as in the harness;
-- the same with ``ConfigProto.experimental.disable_thread_spinning`` (the session's
-  thread pools stop spinning while they wait, leaving the CPU to the workers).
+- limit-consumer with *side work* in another thread of the same process, started every 16
+  steps (once per 2048-row block, when a pipeline's producer would run): an 8 MiB ``preadv``
+  (releases the GIL) or 0.8 ms of pure Python (holds it) -- how much a block's worth of
+  producer work costs the training step when it lands beside it;
+- a *minimal pipeline* written for this probe: a reader thread that does one 8 MiB ``preadv``
+  per block into a fresh aligned buffer (nothing else: no planning, no batching, ``y`` a
+  constant), a ``numpy_function`` that takes the ready block, 16 slice enqueues, the same
+  dequeue gate as queuepipe -- the least Python any queue-fed pipeline can run per block;
+  and the same with 20 bare GIL round trips (``time.sleep(0)``) added per block in the
+  reader thread, no work at all;
+- queuepipe thread x1's step times: median and mean, and the share of the run spent in
+  steps slower than 3x the median (the once-per-block stalls).
 
 A side probe for BENCHMARKS.md's "where the time goes", not a harness row.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import threading
 import time
 
 import numpy as np
@@ -25,14 +37,6 @@ from queuepipe import bench_cli
 from .data import ensure_file, warm_page_cache
 
 B = 128
-
-
-def _session_config(no_spin: bool):
-    import tensorflow as tf
-    config = tf.compat.v1.ConfigProto()
-    if no_spin:
-        config.experimental.disable_thread_spinning = True
-    return config
 
 
 def _timed(sess, fetch, steps: int) -> float:
@@ -75,7 +79,7 @@ def prefilled_queue(path: str, batches: int = 600) -> float:
             return _timed(sess, [consumer_op([x, y]), y], batches - 40)
 
 
-def queuepipe_row(path: str, mode: str, no_spin: bool = False) -> float:
+def queuepipe_row(path: str, mode: str) -> float:
     import tensorflow as tf
     import queuepipe
     from queuepipe.bench_cli import consumer_op
@@ -84,8 +88,166 @@ def queuepipe_row(path: str, mode: str, no_spin: bool = False) -> float:
         pipe = queuepipe.from_hdf5(path, ["X", "y"], batch_size=B, workers=1, mode=mode,
                                    allow_smaller_final_batch=True)
         x, y = pipe.batch
-        with v1.Session(config=_session_config(no_spin)) as sess, queuepipe.running(sess):
+        with v1.Session() as sess, queuepipe.running(sess):
             return _timed(sess, [consumer_op([x, y]), y], 10 ** 9)
+
+
+def limit_with_side_work(x: np.ndarray, y: np.ndarray, work: str, path: str, seconds: float = 1.0) -> float:
+    """limit-consumer's loop while a thread of the same process does ``work`` every 16 steps."""
+    import tensorflow as tf
+    from queuepipe.bench_cli import consumer_op
+    from queuepipe.core.batching import aligned_empty
+    v1 = tf.compat.v1
+    due, stop = threading.Event(), threading.Event()
+    fd = os.open(path, os.O_RDONLY)
+    size = os.fstat(fd).st_size
+
+    def side() -> None:
+        block = 0
+        while not stop.is_set():
+            if not due.wait(0.05):
+                continue
+            due.clear()
+            if work == "preadv":
+                buf = aligned_empty((2048 * x.shape[1] * 4,), np.uint8)
+                os.preadv(fd, [buf], (block * len(buf)) % max(1, size - len(buf)))
+                block += 1
+            else:
+                t = time.perf_counter()
+                while time.perf_counter() - t < 0.0008:
+                    pass
+
+    with tf.Graph().as_default():
+        variables = [v1.Variable(b, trainable=False) for b in (x, y)]
+        values = [v.read_value() for v in variables]
+        fetch = [consumer_op(values), values[1]]
+        worker = threading.Thread(target=side, daemon=True)
+        try:
+            with v1.Session() as sess:
+                sess.run(v1.global_variables_initializer())
+                worker.start()
+                for _ in range(20):
+                    sess.run(fetch)
+                steps, t0 = 0, time.perf_counter()
+                while time.perf_counter() - t0 < seconds:
+                    if steps % 16 == 0:
+                        due.set()
+                    sess.run(fetch)
+                    steps += 1
+                return steps * B / (time.perf_counter() - t0)
+        finally:
+            stop.set()
+            worker.join()
+            os.close(fd)
+
+
+def minimal_pipeline(path: str, yields: int = 0, seconds: float = 1.0) -> float:
+    """Samples/s of the minimal hand-written pipeline described in the module docstring."""
+    import queue
+    import h5py
+    import tensorflow as tf
+    from queuepipe.bench_cli import consumer_op
+    from queuepipe.core.batching import aligned_empty
+    v1 = tf.compat.v1
+    with h5py.File(path, "r") as f:
+        start, width, n = f["X"].id.get_offset(), f["X"].shape[1], f["X"].shape[0]
+        if start is None:  # chunked: the benchmark writes the chunks one after another
+            start = f["X"].id.get_chunk_info(0).byte_offset
+    rows = 16 * B
+    labels = aligned_empty((rows,), np.int64)
+    labels[...] = 1
+    ready: "queue.Queue" = queue.Queue(2)
+    stop = threading.Event()
+    fd = os.open(path, os.O_RDONLY)
+
+    def reader() -> None:
+        block = 0
+        while not stop.is_set():
+            for _ in range(yields):
+                time.sleep(0)
+            buf = aligned_empty((rows, width), np.float32)
+            os.preadv(fd, [buf.reshape(-1).view(np.uint8)], start + (block % (n // rows)) * buf.nbytes)
+            block += 1
+            while not stop.is_set():
+                try:
+                    ready.put(buf, timeout=0.05)
+                    break
+                except queue.Full:
+                    pass
+
+    def take():
+        return ready.get(), labels, np.full(16, b"", dtype=object)
+
+    with tf.Graph().as_default():
+        q = v1.FIFOQueue(32, [tf.float32, tf.int64, tf.string])
+        x_block, y_block, errors = v1.numpy_function(take, [], [tf.float32, tf.int64, tf.string])
+        enqueue = None
+        for j in range(16):
+            with tf.control_dependencies([enqueue] if enqueue is not None else []):
+                enqueue = q.enqueue([x_block[j * B:(j + 1) * B], y_block[j * B:(j + 1) * B], errors[j]])
+        x, y, error = q.dequeue()
+        on_error, on_ok = tf.raw_ops.Switch(data=error, pred=tf.equal(error, ""))
+        raised = v1.numpy_function(lambda message: message, [on_error], tf.string, stateful=True)
+        gate, _ = tf.raw_ops.Merge(inputs=[on_ok, raised])
+        with tf.control_dependencies([gate]):
+            x, y = tf.identity(x), tf.identity(y)
+        threads = [threading.Thread(target=reader, daemon=True)]
+        with v1.Session() as sess:
+            run_enqueue = sess.make_callable(enqueue)
+
+            def enqueuer() -> None:
+                try:
+                    while not stop.is_set():
+                        run_enqueue()
+                except (tf.errors.CancelledError, tf.errors.OutOfRangeError):
+                    pass
+
+            threads.append(threading.Thread(target=enqueuer, daemon=True))
+            for t in threads:
+                t.start()
+            try:
+                fetch = [consumer_op([x, y]), y]
+                for _ in range(20):
+                    sess.run(fetch)
+                steps, t0 = 0, time.perf_counter()
+                while time.perf_counter() - t0 < seconds:
+                    sess.run(fetch)
+                    steps += 1
+                return steps * B / (time.perf_counter() - t0)
+            finally:
+                stop.set()
+                sess.run(q.close(cancel_pending_enqueues=True))
+                for t in threads:
+                    t.join()
+                os.close(fd)
+
+
+def step_trace(path: str) -> dict:
+    """queuepipe thread x1 over all of F1: step-time median and mean, share of time in slow steps."""
+    import tensorflow as tf
+    import queuepipe
+    from queuepipe.bench_cli import consumer_op
+    v1 = tf.compat.v1
+    with tf.Graph().as_default():
+        pipe = queuepipe.from_hdf5(path, ["X", "y"], batch_size=B, workers=1, allow_smaller_final_batch=True)
+        x, y = pipe.batch
+        fetch = [consumer_op([x, y]), y]
+        times = []
+        with v1.Session() as sess, queuepipe.running(sess):
+            for _ in range(20):
+                sess.run(fetch)
+            try:
+                while True:
+                    t = time.perf_counter()
+                    sess.run(fetch)
+                    times.append(time.perf_counter() - t)
+            except tf.errors.OutOfRangeError:
+                pass
+    d = np.array(times)
+    median = float(np.median(d))
+    slow = d > 3 * median
+    return {"median_us": median * 1e6, "mean_us": float(d.mean()) * 1e6,
+            "slow_share": float(d[slow].sum() / d.sum()), "slow_per_block": float(slow.sum() / (len(d) / 16))}
 
 
 def main(argv=None) -> None:
@@ -103,21 +265,28 @@ def main(argv=None) -> None:
         "prefilled queue (no producer)": lambda: prefilled_queue(str(path)),
         "queuepipe thread x1": lambda: queuepipe_row(str(path), "thread"),
         "queuepipe process x1": lambda: queuepipe_row(str(path), "process"),
-        "queuepipe thread x1, no spinning": lambda: queuepipe_row(str(path), "thread", True),
-        "queuepipe process x1, no spinning": lambda: queuepipe_row(str(path), "process", True),
+        "limit + 8 MiB preadv / 16 steps": lambda: limit_with_side_work(x0, y0, "preadv", str(path)),
+        "limit + 0.8 ms Python / 16 steps": lambda: limit_with_side_work(x0, y0, "python", str(path)),
+        "minimal pipeline": lambda: minimal_pipeline(str(path)),
+        "minimal pipeline + 20 GIL round trips": lambda: minimal_pipeline(str(path), yields=20),
     }
     ratios = {name: [] for name in ways}
-    limits = []
+    limits, traces = [], []
     for r in range(args.rounds):
         limit = limit_consumer(x0, y0)
         limits.append(limit)
         for name, way in ways.items():
             ratios[name].append(way() / limit)
+        traces.append(step_trace(str(path)))
         print(f"round {r + 1}/{args.rounds} done (limit-consumer {limit / 1e3:.0f} k/s)", flush=True)
     print(f"\nlimit-consumer (op + y): median {statistics.median(limits) / 1e3:.0f} k samples/s")
     for name, values in ratios.items():
         print(f"{name:36s} x limit-consumer: median {statistics.median(values):.2f}  "
               f"({', '.join(f'{v:.2f}' for v in values)})")
+    for key, label in (("median_us", "median step (us)"), ("mean_us", "mean step (us)"),
+                       ("slow_share", "share of time in steps > 3x median"),
+                       ("slow_per_block", "such slow steps per 16-batch block")):
+        print(f"queuepipe thread x1 {label}: median {statistics.median(t[key] for t in traces):.2f}")
 
 
 if __name__ == "__main__":
