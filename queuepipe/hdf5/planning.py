@@ -220,6 +220,12 @@ def plan_reads(starts: np.ndarray, stops: np.ndarray, geo: Geometry) -> Plan:
     (a chunk that continues in another block); a really scattered order is read as
     covering slabs of the sorted rows and reordered in numpy.
     """
+    if len(starts) == 1:  # one stretch (an in-order read): read straight into the block
+        f = int(np.searchsorted(geo.offsets, starts[0], side="right")) - 1
+        if stops[0] <= geo.offsets[f + 1]:
+            local = int(geo.offsets[f])
+            return Plan(Direct(np.array([f], dtype=np.int64), starts - local, stops - local,
+                               np.zeros(1, dtype=np.int64)), [])
     files, starts, stops = split_at_files(starts, stops, geo)
     breaks = np.flatnonzero(starts[1:] < stops[:-1]) + 1
     if len(breaks) == 0:

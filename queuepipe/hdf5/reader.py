@@ -59,6 +59,8 @@ class RawRows(StoredBytes):
         contiguous both in the file and in ``dest`` (chunk pieces stored one after another
         merge) in a tight loop.  False, having read nothing, if a chunk is unallocated.
         """
+        if len(starts) == 1:
+            return self._read_stretch(int(starts[0]), int(stops[0]), int(out_pos[0]), dest)
         rb, cr = self.row_bytes, self.chunk_rows
         if cr is None:
             if self.contiguous is None:
@@ -81,16 +83,44 @@ class RawRows(StoredBytes):
                 return False
             offsets = where + (starts - chunk * cr) * rb
         offsets, at, sizes = _coalesced(offsets, out_pos * rb, (stops - starts) * rb)
+        self._pread_all(zip(offsets.tolist(), at.tolist(), sizes.tolist()), dest)
+        return True
+
+    def _read_stretch(self, start: int, stop: int, out_row: int, dest: np.ndarray) -> bool:
+        """:meth:`read_runs` for one stretch of rows -- every block of an in-order read -- in
+        plain integer arithmetic: a handful of tiny numpy calls cost more than the loop."""
+        rb, cr = self.row_bytes, self.chunk_rows
+        if cr is None:
+            if self.contiguous is None:
+                return False
+            self._pread_all([(self.contiguous + start * rb, out_row * rb, (stop - start) * rb)], dest)
+            return True
+        pieces: List[List[int]] = []  # [file offset, buffer offset, size], merged when contiguous
+        for c in range(start // cr, (stop - 1) // cr + 1):
+            where = self.table.locate(c)
+            if where < 0:
+                return False
+            lo, hi = max(start, c * cr), min(stop, (c + 1) * cr)
+            off, at, size = where + (lo - c * cr) * rb, (out_row + lo - start) * rb, (hi - lo) * rb
+            last = pieces[-1] if pieces else None
+            if last is not None and last[0] + last[2] == off and last[1] + last[2] == at:
+                last[2] += size
+            else:
+                pieces.append([off, at, size])
+        self._pread_all(pieces, dest)
+        return True
+
+    def _pread_all(self, pieces, dest: np.ndarray) -> None:
+        """``(file offset, byte offset in dest, size)`` each read whole into C-contiguous ``dest``."""
         flat = dest.reshape(-1).view(np.uint8)
         fd, preadv = self.fd, os.preadv
-        for off, o, n in zip(offsets.tolist(), at.tolist(), sizes.tolist()):
+        for off, o, n in pieces:
             done = 0
             while done < n:  # the hot loop: one syscall per stretch (the kernel moves <= ~2 GiB a call)
                 got = preadv(fd, [flat[o + done:o + n]], off + done)
                 if got <= 0:  # the end of the file before the end of the data
                     raise self.short_read(n, off)
                 done += got
-        return True
 
 
 def _coalesced(offsets: np.ndarray, at: np.ndarray, sizes: np.ndarray):
