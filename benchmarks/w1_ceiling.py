@@ -79,25 +79,28 @@ def prefilled_queue(path: str, batches: int = 600) -> float:
             return _timed(sess, [consumer_op([x, y]), y], batches - 40)
 
 
+def _queuepipe_fetch(path: str, mode: str) -> list:
+    """In the default graph: queuepipe from_hdf5 over F1 as in the harness, and the step's fetch."""
+    import queuepipe
+    from queuepipe.bench_cli import consumer_op
+    pipe = queuepipe.from_hdf5(path, ["X", "y"], batch_size=B, workers=1, mode=mode,
+                               allow_smaller_final_batch=True)
+    x, y = pipe.batch
+    return [consumer_op([x, y]), y]
+
+
 def queuepipe_row(path: str, mode: str) -> float:
     import tensorflow as tf
     import queuepipe
-    from queuepipe.bench_cli import consumer_op
-    v1 = tf.compat.v1
     with tf.Graph().as_default():
-        pipe = queuepipe.from_hdf5(path, ["X", "y"], batch_size=B, workers=1, mode=mode,
-                                   allow_smaller_final_batch=True)
-        x, y = pipe.batch
-        with v1.Session() as sess, queuepipe.running(sess):
-            return _timed(sess, [consumer_op([x, y]), y], 10 ** 9)
+        fetch = _queuepipe_fetch(path, mode)
+        with tf.compat.v1.Session() as sess, queuepipe.running(sess):
+            return _timed(sess, fetch, 10 ** 9)
 
 
 def limit_with_side_work(x: np.ndarray, y: np.ndarray, work: str, path: str, seconds: float = 1.0) -> float:
     """limit-consumer's loop while a thread of the same process does ``work`` every 16 steps."""
-    import tensorflow as tf
-    from queuepipe.bench_cli import consumer_op
     from queuepipe.core.batching import aligned_empty
-    v1 = tf.compat.v1
     due, stop = threading.Event(), threading.Event()
     fd = os.open(path, os.O_RDONLY)
     size = os.fstat(fd).st_size
@@ -117,28 +120,19 @@ def limit_with_side_work(x: np.ndarray, y: np.ndarray, work: str, path: str, sec
                 while time.perf_counter() - t < 0.0008:
                     pass
 
-    with tf.Graph().as_default():
-        variables = [v1.Variable(b, trainable=False) for b in (x, y)]
-        values = [v.read_value() for v in variables]
-        fetch = [consumer_op(values), values[1]]
-        worker = threading.Thread(target=side, daemon=True)
-        try:
-            with v1.Session() as sess:
-                sess.run(v1.global_variables_initializer())
-                worker.start()
-                for _ in range(20):
-                    sess.run(fetch)
-                steps, t0 = 0, time.perf_counter()
-                while time.perf_counter() - t0 < seconds:
-                    if steps % 16 == 0:
-                        due.set()
-                    sess.run(fetch)
-                    steps += 1
-                return steps * B / (time.perf_counter() - t0)
-        finally:
-            stop.set()
-            worker.join()
-            os.close(fd)
+    def on_step(step: int) -> None:
+        if step % 16 == 0:
+            due.set()
+
+    worker = threading.Thread(target=side, daemon=True)
+    worker.start()
+    try:
+        rows, secs = bench_cli.limit_consumer([x, y], seconds=seconds, also_fetch=(1,), on_step=on_step)
+        return rows / secs
+    finally:
+        stop.set()
+        worker.join()
+        os.close(fd)
 
 
 def minimal_pipeline(path: str, yields: int = 0, seconds: float = 1.0) -> float:
@@ -226,14 +220,10 @@ def step_trace(path: str) -> dict:
     """queuepipe thread x1 over all of F1: step-time median and mean, share of time in slow steps."""
     import tensorflow as tf
     import queuepipe
-    from queuepipe.bench_cli import consumer_op
-    v1 = tf.compat.v1
     with tf.Graph().as_default():
-        pipe = queuepipe.from_hdf5(path, ["X", "y"], batch_size=B, workers=1, allow_smaller_final_batch=True)
-        x, y = pipe.batch
-        fetch = [consumer_op([x, y]), y]
+        fetch = _queuepipe_fetch(path, "thread")
         times = []
-        with v1.Session() as sess, queuepipe.running(sess):
+        with tf.compat.v1.Session() as sess, queuepipe.running(sess):
             for _ in range(20):
                 sess.run(fetch)
             try:

@@ -230,11 +230,14 @@ def consumer_op(tensors: Sequence[Any]):
 
 
 def limit_consumer(batch: Sequence[np.ndarray], *, seconds: float = 1.0, warmup: int = 20,
-                   make_consumer: Callable = consumer_op, also_fetch: Sequence[int] = ()) -> Tuple[int, float]:
+                   make_consumer: Callable = consumer_op, also_fetch: Sequence[int] = (),
+                   on_step: Optional[Callable[[int], None]] = None) -> Tuple[int, float]:
     """(rows, seconds): ``sess.run`` of the consumer on one batch held in ``tf.Variable`` s.
 
     ``also_fetch``: indices of batch tensors fetched with the consumer op, when the loop
-    being compared fetches them too (a harness reading ``y`` back to check delivery)."""
+    being compared fetches them too (a harness reading ``y`` back to check delivery).
+    ``on_step``: called with the step number before each timed step (a probe that starts
+    side work at chosen steps)."""
     import tensorflow as tf
     tf1 = tf.compat.v1
     graph = tf.Graph()
@@ -252,6 +255,8 @@ def limit_consumer(batch: Sequence[np.ndarray], *, seconds: float = 1.0, warmup:
             t0 = time.perf_counter()
             deadline = t0 + seconds
             while True:
+                if on_step is not None:
+                    on_step(steps)
                 sess.run(op)
                 steps += 1
                 now = time.perf_counter()

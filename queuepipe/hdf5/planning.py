@@ -221,7 +221,7 @@ def plan_reads(starts: np.ndarray, stops: np.ndarray, geo: Geometry) -> Plan:
     covering slabs of the sorted rows and reordered in numpy.
     """
     if len(starts) == 1:  # one stretch (an in-order read): read straight into the block
-        f = int(np.searchsorted(geo.offsets, starts[0], side="right")) - 1
+        f = int(geo.file_of(starts)[0])
         if stops[0] <= geo.offsets[f + 1]:
             local = int(geo.offsets[f])
             return Plan(Direct(np.array([f], dtype=np.int64), starts - local, stops - local,

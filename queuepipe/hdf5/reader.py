@@ -50,7 +50,7 @@ class RawRows(StoredBytes):
 
     def read_into(self, start: int, stop: int, dest: np.ndarray) -> bool:
         """Rows [start, stop) into C-contiguous ``dest``; False where h5py must read instead."""
-        return self.read_runs(np.array([start]), np.array([stop]), np.array([0]), dest)
+        return self._read_stretch(start, stop, 0, dest)
 
     def read_runs(self, starts: np.ndarray, stops: np.ndarray, out_pos: np.ndarray, dest: np.ndarray) -> bool:
         """Rows ``[starts[i], stops[i])`` into rows ``out_pos[i]...`` of C-contiguous ``dest``.
