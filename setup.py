@@ -29,7 +29,7 @@ setup(
         "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6.0", "tqdm>=4.60", "hdf5plugin>=4.0",
                  "matplotlib>=3.6", "isal>=1.5"],
     },
-    entry_points={"console_scripts": ["queuepipe=queuepipe.cli:main"]},
+    entry_points={"console_scripts": ["queuepipe=queuepipe.tools.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

@@ -25,7 +25,7 @@ def run(ctx: Dict[str, Any]) -> Dict[str, Any]:
     def build():
         try:
             if ctx["kind"] == "hdf5":
-                from queuepipe.bench_cli import build_hdf5_pipeline
+                from queuepipe.tools.bench import build_hdf5_pipeline
                 pipe, tensors = build_hdf5_pipeline(
                     str(ctx["path"]), ["X", "y"], load_rows(ctx), batch_size=ctx["batch"],
                     workers=ctx["workers"], mode=ctx["mode"], shuffle=ctx["shuffle"],

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-from queuepipe.bench_cli import in_processes, limit_consumer, limit_read
+from queuepipe.tools.bench import in_processes, limit_consumer, limit_read
 from .workloads import (FEATURES, Delivery, LockedIterator, batches, drive, load_rows, make_consumer,
                         samples, summarize)
 

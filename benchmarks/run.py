@@ -112,7 +112,7 @@ class Runner:
     def _server(self, side: str) -> Zygote:
         if side not in self.servers:
             if side == "main":
-                z = Zygote(sys.executable, "tensorflow,h5py,numpy,queuepipe,queuepipe.session", self.log_dir,
+                z = Zygote(sys.executable, "tensorflow,h5py,numpy,queuepipe,queuepipe.tf.session", self.log_dir,
                            "main")
             else:
                 z = Zygote(self.peers_python, "tensorflow,h5py,numpy", self.log_dir, "peers")

@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from queuepipe import bench_cli
+from queuepipe.tools import bench as bench_cli
 
 from .data import ensure_file, warm_page_cache
 
@@ -64,7 +64,7 @@ def limit_consumer(x: np.ndarray, y: np.ndarray) -> float:
 def prefilled_queue(path: str, batches: int = 600) -> float:
     import h5py
     import tensorflow as tf
-    from queuepipe.bench_cli import consumer_op
+    from queuepipe.tools.bench import consumer_op
     v1 = tf.compat.v1
     with h5py.File(path, "r") as f:
         xs, ys = f["X"][:batches * B], f["y"][:batches * B]
@@ -82,7 +82,7 @@ def prefilled_queue(path: str, batches: int = 600) -> float:
 def _queuepipe_fetch(path: str, mode: str) -> list:
     """In the default graph: queuepipe from_hdf5 over F1 as in the harness, and the step's fetch."""
     import queuepipe
-    from queuepipe.bench_cli import consumer_op
+    from queuepipe.tools.bench import consumer_op
     pipe = queuepipe.from_hdf5(path, ["X", "y"], batch_size=B, workers=1, mode=mode,
                                allow_smaller_final_batch=True)
     x, y = pipe.batch
@@ -100,7 +100,7 @@ def queuepipe_row(path: str, mode: str) -> float:
 
 def limit_with_side_work(x: np.ndarray, y: np.ndarray, work: str, path: str, seconds: float = 1.0) -> float:
     """limit-consumer's loop while a thread of the same process does ``work`` every 16 steps."""
-    from queuepipe.core.batching import aligned_empty
+    from queuepipe.workers.buffers import aligned_empty
     due, stop = threading.Event(), threading.Event()
     fd = os.open(path, os.O_RDONLY)
     size = os.fstat(fd).st_size
@@ -140,8 +140,8 @@ def minimal_pipeline(path: str, yields: int = 0, seconds: float = 1.0) -> float:
     import queue
     import h5py
     import tensorflow as tf
-    from queuepipe.bench_cli import consumer_op
-    from queuepipe.core.batching import aligned_empty
+    from queuepipe.tools.bench import consumer_op
+    from queuepipe.workers.buffers import aligned_empty
     v1 = tf.compat.v1
     with h5py.File(path, "r") as f:
         start, width, n = f["X"].id.get_offset(), f["X"].shape[1], f["X"].shape[0]

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .core.errors import QueuepipeError, SpecError, WorkerDiedError
-from .core.worker_info import WorkerInfo, worker_info
+from .errors import QueuepipeError, SpecError, WorkerDiedError
+from .workers.info import WorkerInfo, worker_info
 
 if TYPE_CHECKING:  # for annotations only: importing the TF layer here would import TensorFlow
     from .tf.pipeline import Pipeline
@@ -46,7 +46,7 @@ def running(*args: Any, **kwargs: Any):
     """``with queuepipe.running(sess) as coord:`` -- start every queue runner of the session's
     graph; on exit stop, cancel, join, and re-raise a worker failure.  See :func:`queuepipe.session.running`.
     """
-    from .session import running as impl
+    from .tf.session import running as impl
     return impl(*args, **kwargs)
 
 

@@ -1,7 +1,7 @@
 """``python -m queuepipe demo`` / ``python -m queuepipe bench ...``."""
 import sys
 
-from .cli import main
+from .tools.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,10 +5,10 @@ import math
 import random
 from typing import Any, Optional
 
-from .core.generator_source import GeneratorSource
-from .core.plan import ThreadBackend, WorkerPlan
-from .core.runtime import PipelineRuntime
-from .core.spec import Spec
+from .sources.generator import GeneratorSource
+from .workers.worker import ThreadBackend, WorkerPlan
+from .workers.runtime import PipelineRuntime
+from .spec import Spec
 from .tf.pipeline import Pipeline, build_pipeline, tf_dtypes_of
 
 MODES = ("thread", "process")
@@ -77,7 +77,7 @@ def make_pipeline(source: Any, spec: Spec, output_types: Any, *, batch_size: int
         def make_backend(i: int):
             return ThreadBackend(plan, i)
     else:
-        from .core.process_backend import ProcessWorkers
+        from .workers.process.parent import ProcessWorkers
         pool = ProcessWorkers(plan, start_method=start_method,
                               n_slots=ProcessWorkers.slots_for_capacity(capacity_batches, per_block))
         make_backend = pool.backend

@@ -11,13 +11,13 @@ import numpy as np
 import tensorflow as tf
 
 from .api import default_batches_per_block, default_shuffle_rows, make_pipeline
-from .core.spec import Spec
-from .hdf5.chunk_decode import inflater
-from .hdf5.errors import HDF5InputError, HDF5TypeError
-from .hdf5.inspect import inspect_files, resolve_files
-from .hdf5.planning import choose_block_batches, geometry
-from .hdf5.selection import select
-from .hdf5.source import HDF5Source
+from .spec import Spec
+from .sources.hdf5.chunk_decode import inflater
+from .errors import HDF5InputError, HDF5TypeError
+from .sources.hdf5.inspect import inspect_files, resolve_files
+from .sources.hdf5.planning import choose_block_batches, geometry
+from .sources.hdf5.selection import select
+from .sources.hdf5.source import HDF5Source
 from .tf.pipeline import Pipeline, tf_dtypes_of
 
 

@@ -72,7 +72,7 @@ def _small_file(path: Path, n: int = 3000) -> Path:
 
 
 def test_bench_cli_on_a_small_file(tmp_path, capsys):
-    from queuepipe import bench_cli
+    from queuepipe.tools import bench as bench_cli
     path = _small_file(tmp_path / "small.h5")
     report = tmp_path / "bench.json"
     code = bench_cli.main([str(path), "--datasets", "X,y", "--rows", "::3", "--workers", "2",
@@ -89,7 +89,7 @@ def test_bench_cli_on_a_small_file(tmp_path, capsys):
 
 
 def test_parse_rows_and_slab_plan(tmp_path):
-    from queuepipe.bench_cli import parse_rows, slab_plan
+    from queuepipe.tools.bench import parse_rows, slab_plan
     assert parse_rows(None, 10) is None
     assert parse_rows("2:5", 10).tolist() == [2, 3, 4]
     assert parse_rows("::4", 10).tolist() == [0, 4, 8]

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from queuepipe.hdf5 import chunk_decode
-from queuepipe.hdf5.inspect import inspect_files
-from queuepipe.hdf5.reader import WorkerFiles
+from queuepipe.sources.hdf5 import chunk_decode
+from queuepipe.sources.hdf5.inspect import inspect_files
+from queuepipe.sources.hdf5.reader import WorkerFiles
 
 pytest.importorskip("isal")
 INFLATERS = ["isal", "zlib"]
@@ -208,7 +208,7 @@ def test_property_any_rows_of_any_chunking_equal_h5py(tmp_path_factory, n_rows, 
 
 @pytest.mark.parametrize("bulk", [True, False])
 def test_chunk_table_bulk_and_lazy_lookups_agree(tmp_path, monkeypatch, bulk):
-    from queuepipe.hdf5 import chunk_table
+    from queuepipe.sources.hdf5 import chunk_table
     monkeypatch.setattr(chunk_table, "BULK_CHUNKS", 1 << 16 if bulk else 0)
     path = tmp_path / "t.h5"
     with h5py.File(path, "w") as f:
@@ -244,7 +244,7 @@ def test_a_bad_inflater_setting_is_refused_when_the_pipeline_is_built(tmp_path, 
 
 @pytest.mark.parametrize("bulk", [True, False])
 def test_chunk_table_numbers_chunks_that_cut_rows(tmp_path, monkeypatch, bulk):
-    from queuepipe.hdf5 import chunk_table
+    from queuepipe.sources.hdf5 import chunk_table
     monkeypatch.setattr(chunk_table, "BULK_CHUNKS", 1 << 16 if bulk else 0)
     path = tmp_path / "s.h5"
     with h5py.File(path, "w") as f:

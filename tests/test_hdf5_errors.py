@@ -15,10 +15,9 @@ import tensorflow as tf
 
 import queuepipe
 from helpers import PROMPT_S
-from queuepipe.core.errors import QueuepipeError
-from queuepipe.hdf5 import inspect as hdf5_inspect
-from queuepipe.hdf5.errors import (HDF5FileNotFoundError, HDF5FilterError, HDF5InputError, HDF5ReadError,
-                                   HDF5SelectionError, HDF5TypeError)
+from queuepipe.errors import QueuepipeError
+from queuepipe.sources.hdf5 import inspect as hdf5_inspect
+from queuepipe.errors import (HDF5FileNotFoundError, HDF5FilterError, HDF5InputError, HDF5ReadError, HDF5SelectionError, HDF5TypeError)
 
 tf1 = tf.compat.v1
 
@@ -193,8 +192,8 @@ def test_plugin_filter_without_hdf5plugin_in_a_fresh_process(tmp_path):
     with h5py.File(path, "w") as f:
         f.create_dataset("v", data=np.arange(100), chunks=(10,), **hdf5plugin.Zstd())
     code = ("import sys\n"
-            "from queuepipe.hdf5.inspect import inspect_files\n"
-            "from queuepipe.hdf5.errors import HDF5FilterError\n"
+            "from queuepipe.sources.hdf5.inspect import inspect_files\n"
+            "from queuepipe.errors import HDF5FilterError\n"
             "try:\n"
             f"    inspect_files([{str(path)!r}], 'v')\n"
             "except HDF5FilterError as e:\n"

@@ -351,8 +351,8 @@ def _open_fds():
 
 
 def test_raw_rows_are_used_only_where_bytes_are_plain_and_checked(tmp_path):
-    from queuepipe.hdf5.inspect import inspect_files
-    from queuepipe.hdf5.reader import WorkerFiles
+    from queuepipe.sources.hdf5.inspect import inspect_files
+    from queuepipe.sources.hdf5.reader import WorkerFiles
 
     path = tmp_path / "r.h5"
     with h5py.File(path, "w") as f:
@@ -393,8 +393,8 @@ def test_unallocated_chunks_and_userblocks_read_right(tmp_path):
 
 
 def test_chunks_stored_one_after_another_are_read_in_one_call(tmp_path, monkeypatch):
-    from queuepipe.hdf5.inspect import inspect_files
-    from queuepipe.hdf5.reader import WorkerFiles, _coalesced
+    from queuepipe.sources.hdf5.inspect import inspect_files
+    from queuepipe.sources.hdf5.reader import WorkerFiles, _coalesced
 
     data = np.arange(256, dtype=np.float32).reshape(64, 4)
     path = tmp_path / "c.h5"

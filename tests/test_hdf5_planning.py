@@ -6,10 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from queuepipe.hdf5.errors import HDF5SelectionError, HDF5TypeError
-from queuepipe.hdf5.planning import (CALL_BYTES, RAW_CALL_BYTES, choose_block_batches, epoch_order,
-                                     exact_chunks, geometry, merge_gap, plan_reads)
-from queuepipe.hdf5.selection import Selection, normalise_rows, select
+from queuepipe.errors import HDF5SelectionError, HDF5TypeError
+from queuepipe.sources.hdf5.planning import (CALL_BYTES, RAW_CALL_BYTES, choose_block_batches, epoch_order, exact_chunks, geometry, merge_gap, plan_reads)
+from queuepipe.sources.hdf5.selection import Selection, normalise_rows, select
 
 
 # -- selections -------------------------------------------------------------------------------------

@@ -12,9 +12,9 @@ from multiprocessing.connection import Connection
 import numpy as np
 import pytest
 
-from queuepipe.core.batching import Block, empty_block, set_block_allocator
-from queuepipe.core.child import _Shipper
-from queuepipe.core.shm_slots import SlotArena, create_memfd
+from queuepipe.workers.buffers import Block, empty_block, set_block_allocator
+from queuepipe.workers.process.child import _Shipper
+from queuepipe.workers.process.slots import SlotArena, create_memfd
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from queuepipe.core.batching import _ShuffleBuffer
+from queuepipe.workers.batching import _ShuffleBuffer
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -17,9 +17,9 @@ from typing import Any, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from ..core.batching import Block
-from ..core.runtime import PipelineRuntime
-from ..core.spec import Spec
+from ..workers.buffers import Block
+from ..workers.runtime import PipelineRuntime
+from ..spec import Spec
 from .runner import PipelineQueueRunner
 
 tf1 = tf.compat.v1

@@ -15,7 +15,7 @@ from typing import List, Optional
 
 import tensorflow as tf
 
-from ..core.runtime import PipelineRuntime
+from ..workers.runtime import PipelineRuntime
 
 tf1 = tf.compat.v1
 

@@ -14,9 +14,10 @@ from typing import Callable, List, Optional, Protocol
 
 import numpy as np
 
-from .batching import Block, assemble
-from .errors import WorkerFailure
-from .spec import Spec
+from .buffers import Block
+from .batching import assemble
+from ..errors import WorkerFailure
+from ..spec import Spec
 from .worker import EndOfStream, WorkerFailed
 
 log = logging.getLogger("queuepipe")

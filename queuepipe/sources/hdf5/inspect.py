@@ -27,9 +27,9 @@ import h5py
 import numpy as np
 from h5py import h5d, h5z
 
-from ..core.spec import pack_structure
+from ...spec import pack_structure
 from .chunk_decode import decodable
-from .errors import (HDF5FileNotFoundError, HDF5FilterError, HDF5InputError, HDF5TypeError)
+from ...errors import HDF5FileNotFoundError, HDF5FilterError, HDF5InputError, HDF5TypeError
 
 ROW_ID = "row_id"
 

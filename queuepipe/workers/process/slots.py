@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
-from .batching import ALIGNMENT, aligned_empty
+from ..buffers import ALIGNMENT, aligned_empty
 
 # Slots the parent never keeps lent to TensorFlow: the child may still hold views of one
 # block (the chunk it just shipped) while it writes the next, so the protocol keeps one

@@ -22,7 +22,7 @@ from h5py import h5d, h5p, h5s, h5t
 
 from .chunk_decode import DecodedChunks, pipeline_of
 from .chunk_table import ChunkTable, StoredBytes
-from .errors import HDF5ReadError
+from ...errors import HDF5ReadError
 from .inspect import Layout, filter_available, filters_of, missing_filter_message
 from .planning import Direct, Plan
 

@@ -12,8 +12,7 @@ Modules, each with one job:
 The public entry point is :func:`queuepipe.from_hdf5` (``queuepipe.hdf5_api``).
 Nothing here imports TensorFlow: worker processes import this package.
 """
-from .errors import (HDF5FileNotFoundError, HDF5FilterError, HDF5InputError, HDF5ReadError,
-                     HDF5SelectionError, HDF5TypeError)
+from ...errors import (HDF5FileNotFoundError, HDF5FilterError, HDF5InputError, HDF5ReadError, HDF5SelectionError, HDF5TypeError)
 
 __all__ = ["HDF5FileNotFoundError", "HDF5FilterError", "HDF5InputError", "HDF5ReadError",
            "HDF5SelectionError", "HDF5TypeError"]

@@ -13,7 +13,7 @@ from typing import Any, Sequence, Tuple
 
 import numpy as np
 
-from .errors import HDF5SelectionError, HDF5TypeError
+from ...errors import HDF5SelectionError, HDF5TypeError
 
 
 def runs_to_ids(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:

@@ -5,14 +5,19 @@ child process (which ships its blocks to the parent); only the transport differs
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
-from typing import Callable, Iterator, List, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, List, Optional
 
 import numpy as np
 
-from . import worker_info as wi
-from .batching import Batcher, Block
-from .errors import WorkerFailure
+from . import info as wi
+from .batching import Batcher
+from .buffers import Block
+from ..errors import WorkerFailure
+from ..spec import Spec
+from .info import WorkerInfo, derive_seed
 
 
 class EndOfStream(Exception):
@@ -79,3 +84,48 @@ class WorkerLoop:
                     blocks.close()
             except Exception:  # a generator that fails while closing must not break shutdown
                 pass
+
+
+@dataclass
+class WorkerPlan:
+    """How to build worker ``index`` of ``count``: its source, batching and seeding.
+
+    ``source`` has ``chunks(where, on_epoch)`` (a generator or HDF5 source).
+    """
+
+    source: Any
+    spec: Spec
+    count: int
+    batch_size: int
+    max_batches: int
+    shuffle_rows: int
+    seed: int
+    time_budget: float = 0.05
+
+    def make_loop(self, index: int, mode: str) -> WorkerLoop:
+        worker_seed = derive_seed(self.seed, index)
+        info = WorkerInfo(index=index, count=self.count, seed=worker_seed, mode=mode)
+        spec = copy.deepcopy(self.spec) if mode == "thread" else self.spec
+        batcher = Batcher(spec, self.batch_size, self.max_batches, self.shuffle_rows,
+                          rng=np.random.default_rng(derive_seed(self.seed, index, salt=1)),
+                          time_budget=self.time_budget)
+        source = self.source
+        if hasattr(source, "for_spec"):
+            source = source.for_spec(spec)
+        return WorkerLoop(source.chunks, batcher, info)
+
+
+class ThreadBackend:
+    """A worker hosted in the calling thread: the enqueue op's ``py_func`` runs the loop."""
+
+    def __init__(self, plan: WorkerPlan, index: int):
+        self.loop = plan.make_loop(index, "thread")
+
+    def next_block(self) -> Block:
+        return self.loop.next_block()
+
+    def interrupt(self) -> None:
+        pass  # user code in a thread cannot be interrupted; the next pull sees the stop
+
+    def close(self) -> None:
+        self.loop.close()

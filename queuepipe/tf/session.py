@@ -7,7 +7,7 @@ from typing import Iterator, List, Optional
 
 import tensorflow as tf
 
-from .tf.runner import PipelineQueueRunner
+from .runner import PipelineQueueRunner
 
 tf1 = tf.compat.v1
 log = logging.getLogger("queuepipe")
@@ -31,7 +31,7 @@ def running(sess, *, coord: Optional[tf1.train.Coordinator] = None,
     """
     coord = coord or tf1.train.Coordinator()
     graph = sess.graph
-    from .tf.pipeline import _quiet_deprecations
+    from .pipeline import _quiet_deprecations
     with _quiet_deprecations():
         threads = tf1.train.start_queue_runners(sess=sess, coord=coord, daemon=True)
     body_error: Optional[BaseException] = None

@@ -1,6 +1,6 @@
 """Entry point of a worker process: run one WorkerLoop, ship its blocks through shared memory.
 
-Started by :mod:`queuepipe.core.process_backend` as ``python -m queuepipe.core.child
+Started by :mod:`queuepipe.workers.process.parent` as ``python -m queuepipe.workers.process.child
 CONN_FD SHM_FD`` (a fresh interpreter: never a ``fork`` of a parent that already
 runs TensorFlow or HDF5 threads).  It imports only the TF-free core, plus whatever
 module defines the user's generator (and the parent's ``__main__`` only when the
@@ -22,10 +22,10 @@ from typing import Deque, List, Optional, Set
 
 import numpy as np
 
-from . import worker_info as wi
-from .batching import Block, set_block_allocator
-from .shm_slots import CHILD_RESERVE, SlotArena
-from .worker import EndOfStream, WorkerFailed
+from .. import info as wi
+from ..buffers import Block, set_block_allocator
+from .slots import CHILD_RESERVE, SlotArena
+from ..worker import EndOfStream, WorkerFailed
 
 PARENT_POLL_SECONDS = 0.5
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, List, Optional
 
 import numpy as np
 
-from .spec import Spec
+from ..spec import Spec
 
 
 def _detached(sample: Any) -> Any:

@@ -22,7 +22,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .demo import main as demo_main
         return demo_main(rest)
     if command == "bench":
-        from .bench_cli import main as bench_main
+        from .bench import main as bench_main
         return bench_main(rest)
     print(f"queuepipe: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2

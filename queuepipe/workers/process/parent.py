@@ -1,7 +1,7 @@
 """Workers in child processes: scale GIL-bound generators, preprocessing and decompression.
 
 Each worker runs its WorkerLoop in a fresh interpreter (``python -m
-queuepipe.core.child``, never a fork of a TF process) and ships finished blocks
+queuepipe.workers.process.child``, never a fork of a TF process) and ships finished blocks
 through fixed shared-memory slots.  The parent lends a slot's bytes to TensorFlow as
 they are (64-byte-aligned views that TF adopts without a copy) and gives the slot
 back to the child once the last tensor made from it is gone.  Only small metadata
@@ -24,11 +24,11 @@ import weakref
 from multiprocessing.connection import Connection
 from typing import Optional
 
-from .batching import Block
-from .errors import RemoteTraceback, WorkerDiedError, WorkerFailure
-from .plan import WorkerPlan
-from .shm_slots import CHILD_RESERVE, SlotArena, create_memfd
-from .worker import EndOfStream, WorkerFailed
+from ..buffers import Block
+from ...errors import RemoteTraceback, WorkerDiedError, WorkerFailure
+from ..worker import WorkerPlan
+from .slots import CHILD_RESERVE, SlotArena, create_memfd
+from ..worker import EndOfStream, WorkerFailed
 
 log = logging.getLogger("queuepipe")
 
@@ -119,7 +119,7 @@ class ProcessBackend:
             self.arena = SlotArena(shm_fd, workers.n_slots, workers.slot_bytes)
             # No preexec_fn: it is unsafe in a process that already runs (TF) threads.
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "queuepipe.core.child", str(child_sock.fileno()), str(shm_fd),
+                [sys.executable, "-m", "queuepipe.workers.process.child", str(child_sock.fileno()), str(shm_fd),
                  str(os.getpid())],
                 pass_fds=(child_sock.fileno(), shm_fd), stdin=subprocess.DEVNULL)
         finally:

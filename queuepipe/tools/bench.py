@@ -423,8 +423,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 def read_paths(file: str, names: List[str]) -> str:
     """How from_hdf5's workers will read each dataset of ``file`` (the fast paths or h5py)."""
-    from .hdf5.chunk_decode import inflater
-    from .hdf5.inspect import inspect_files
+    from ..sources.hdf5.chunk_decode import inflater
+    from ..sources.hdf5.inspect import inspect_files
     try:
         access = inspect_files([file], names).files[0].access
         how = {"raw": "preadv of plain rows", "h5py": "h5py",

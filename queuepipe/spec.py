@@ -16,6 +16,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import SpecError
+from .workers.buffers import aligned_empty
 
 Shape = Optional[Tuple[Optional[int], ...]]  # None: rank unknown
 
@@ -260,8 +261,6 @@ def _string_array(values: Any, where: str) -> np.ndarray:
 def _owned(arr: np.ndarray) -> np.ndarray:
     """A copy in a fresh 64-byte-aligned buffer: the generator may refill its own array after
     yielding it, and an aligned whole-batch block then goes to TF without another copy."""
-    from .batching import aligned_empty
-
     if arr.dtype == object:
         return arr.copy()
     out = aligned_empty(arr.shape, arr.dtype)

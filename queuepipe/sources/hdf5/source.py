@@ -18,10 +18,10 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..core.batching import empty_block
-from ..core.errors import add_note
-from ..core.spec import Spec
-from ..core.worker_info import worker_info
+from ...workers.buffers import empty_block
+from ...errors import add_note
+from ...spec import Spec
+from ...workers.info import worker_info
 from .inspect import Layout, filter_available
 from .planning import Geometry, count_blocks, epoch_order, exact_chunks, plan_reads
 from .reader import WorkerFiles
