@@ -1,8 +1,8 @@
 """queuepipe rows: from_hdf5 (W1, W3, W5) and from_generator (W2, W4), thread or process workers.
 
-A queuepipe entry point that is missing or raises before the first batch (``from_hdf5``
-not written yet, ``mode="process"`` not implemented...) makes the row
-``not available: <error>`` instead of failing the run.
+A pipeline that cannot be built, or fails before its first batch, makes the row
+``not available: <error>`` instead of failing the run; a failure after the first batch
+fails the row.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from .workloads import FEATURES, ProducerGen, load_rows, make_consumer
 
 
 class NotAvailable(Exception):
-    pass
+    """Building the row's pipeline failed: the row is reported "not available"."""
 
 
 def run(ctx: Dict[str, Any]) -> Dict[str, Any]:
@@ -25,7 +25,7 @@ def run(ctx: Dict[str, Any]) -> Dict[str, Any]:
     def build():
         try:
             if ctx["kind"] == "hdf5":
-                from queuepipe.tools.bench import build_hdf5_pipeline
+                from queuepipe.tools.limits import build_hdf5_pipeline
                 pipe, tensors = build_hdf5_pipeline(
                     str(ctx["path"]), ["X", "y"], load_rows(ctx), batch_size=ctx["batch"],
                     workers=ctx["workers"], mode=ctx["mode"], shuffle=ctx["shuffle"],
@@ -48,6 +48,6 @@ def run(ctx: Dict[str, Any]) -> Dict[str, Any]:
     except NotAvailable as exc:
         return {"status": "not available", "reason": str(exc)}
     except Exception as exc:  # noqa: BLE001
-        if getattr(exc, "bench_batches", 0) == 0:  # failed starting up: e.g. mode="process" missing
+        if getattr(exc, "bench_batches", 0) == 0:  # failed before its first batch
             return {"status": "not available", "reason": f"{type(exc).__name__}: {exc}"}
         raise

@@ -12,7 +12,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-from queuepipe.tools.bench import in_processes, limit_consumer, limit_read
+from queuepipe.tools.limits import limit_consumer, limit_read
+from .forking import in_processes
 from .workloads import (FEATURES, Delivery, LockedIterator, batches, drive, load_rows, make_consumer,
                         samples, summarize)
 
@@ -111,7 +112,7 @@ def signature(tf, batched: bool):
 
 def run_limit_read(ctx: Dict[str, Any]) -> Dict[str, Any]:
     """Plain h5py (HDF5 workloads) or the bare producer (generator workloads), no TF, in
-    ``ctx["procs"]`` processes."""
+    ``ctx["procs"]`` processes: limit_read's fresh reader interpreters, or the producer forked here."""
     procs = ctx.get("procs", 1)
     reps = []
     for _ in range(ctx["repeats"]):

@@ -22,9 +22,8 @@ from typing import Any, Dict, List, Optional
 
 from . import data, report
 from .workloads import WORKLOADS, Workload, calibrate_loops
+from .zygote import REPO, Runner
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_PEERS_VENV = "/work/peers-venv"
 LIMIT_PROCS = 2
 
 PROFILES = {
@@ -35,107 +34,6 @@ PROFILES = {
     "quick": dict(repeats=1, max_seconds=0.3, check_seconds=30, warmup_batches=2, w2_samples=192,
                   w4_batches=6, timeout=90),
 }
-
-
-# --------------------------------------------------------------------------------------
-# Fork servers
-# --------------------------------------------------------------------------------------
-
-
-class Zygote:
-    """A benchmarks.zygote process under some python; ``run`` forks one row in it."""
-
-    def __init__(self, python: str, preload: str, log_dir: Path, name: str):
-        self.python, self.preload, self.log_dir, self.name = python, preload, log_dir, name
-        self.proc: Optional[subprocess.Popen] = None
-        self.ready: Dict[str, Any] = {}
-
-    def start(self) -> Dict[str, Any]:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        err = open(self.log_dir / f"zygote-{self.name}.log", "ab")
-        self.proc = subprocess.Popen([self.python, "-m", "benchmarks.zygote", "--preload", self.preload],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, cwd=str(REPO),
-                                     env=env, text=True, bufsize=1)
-        err.close()
-        line = self.proc.stdout.readline()
-        if not line:
-            code = self.proc.wait()
-            raise RuntimeError(f"{self.python} -m benchmarks.zygote exited ({code}); "
-                               f"see {self.log_dir / f'zygote-{self.name}.log'}")
-        self.ready = json.loads(line)
-        return self.ready
-
-    def run(self, func: str, ctx: Dict[str, Any], timeout: float, tag: str) -> Dict[str, Any]:
-        if self.proc is None or self.proc.poll() is not None:
-            self.start()
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in tag)
-        req = {"func": func, "ctx": ctx, "timeout": timeout, "log": str(self.log_dir / f"{safe}.log"),
-               "result": str(self.log_dir / f"{safe}.json")}
-        try:
-            os.unlink(req["result"])
-        except FileNotFoundError:
-            pass
-        self.proc.stdin.write(json.dumps(req, default=str) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            self.close()
-            return {"status": "error", "reason": f"fork server died; see {req['log']}"}
-        return json.loads(line)
-
-    def close(self, abort: bool = False) -> None:
-        """Let the server finish and exit; ``abort``: stop it now, with the row it is running."""
-        if self.proc is not None:
-            if abort and self.proc.poll() is None:
-                self.proc.terminate()
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-
-
-class Runner:
-    """Runs rows under the main venv or the peers' venv, forked (default) or one server per row."""
-
-    def __init__(self, log_dir: Path, isolation: str, peers_python: Optional[str]):
-        self.log_dir, self.isolation, self.peers_python = log_dir, isolation, peers_python
-        self.servers: Dict[str, Zygote] = {}
-
-    def _server(self, side: str) -> Zygote:
-        if side not in self.servers:
-            if side == "main":
-                z = Zygote(sys.executable, "tensorflow,h5py,numpy,queuepipe,queuepipe.tf.session", self.log_dir,
-                           "main")
-            else:
-                z = Zygote(self.peers_python, "tensorflow,h5py,numpy", self.log_dir, "peers")
-            z.start()
-            self.servers[side] = z
-        return self.servers[side]
-
-    def run(self, side: str, func: str, ctx: Dict[str, Any], timeout: float, tag: str) -> Dict[str, Any]:
-        server = self._server(side)
-        try:
-            return server.run(func, ctx, timeout, tag)
-        finally:
-            if self.isolation == "spawn":
-                server.close()
-                del self.servers[side]
-
-    def versions(self, side: str) -> Dict[str, Any]:
-        return self._server(side).ready.get("versions", {})
-
-    def close(self, abort: bool = False) -> None:
-        for z in self.servers.values():
-            z.close(abort)
-        self.servers.clear()
 
 
 # --------------------------------------------------------------------------------------
@@ -229,6 +127,12 @@ def machine_facts() -> Dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 
+def default_peers_venv() -> str:
+    """$QUEUEPIPE_PEERS_VENV, else ``peers-venv`` in the folder that holds the repository
+    (where benchmarks/peers/setup_peers.sh puts it by default)."""
+    return os.environ.get("QUEUEPIPE_PEERS_VENV") or str(REPO.parent / "peers-venv")
+
+
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -241,9 +145,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--max-workers", type=int, default=None,
                    help="queuepipe rows try 1..N workers (default: the number of cores, at least 2)")
     p.add_argument("--repeats", type=int, default=None, help="repeats per row (median reported)")
-    p.add_argument("--peers-venv", default=os.environ.get("QUEUEPIPE_PEERS_VENV", DEFAULT_PEERS_VENV),
-                   help=f"virtualenv with the peers (default {DEFAULT_PEERS_VENV}; "
-                        "made by benchmarks/peers/setup_peers.sh)")
+    p.add_argument("--peers-venv", default=default_peers_venv(),
+                   help="virtualenv with the peers, made by benchmarks/peers/setup_peers.sh (default: "
+                        "$QUEUEPIPE_PEERS_VENV, else peers-venv beside the repository; here "
+                        f"{default_peers_venv()})")
     p.add_argument("--no-peers", action="store_true", help="skip the peer rows")
     p.add_argument("--isolation", choices=("fork", "spawn"), default="fork",
                    help="fork: rows fork from a server that imported TF once (default); "

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from queuepipe.tools.bench import chunk_rows_of, consumer_op, slab_plan
+from queuepipe.tools.limits import chunk_rows_of, consumer_op, slab_plan
 
 FEATURES = 1024
 ROW_BYTES = FEATURES * 4 + 8  # X float32 [1024] + y int64

@@ -13,7 +13,9 @@ prints one response: the function's dict plus ``rss_mb`` (the row process's peak
 ``worker_rss_mb`` (the largest of its child processes, if any) and ``wall_s``.
 
 Run: ``python -m benchmarks.zygote --preload tensorflow,h5py`` (in any virtualenv whose
-``sys.path`` reaches this repository).
+``sys.path`` reaches this repository).  The client end, :class:`Zygote` (one server) and
+:class:`Runner` (the servers of one run: the main venv's and the peers'), is used by
+benchmarks.run.
 """
 from __future__ import annotations
 
@@ -23,10 +25,19 @@ import json
 import os
 import resource
 import signal
+import subprocess
 import sys
 import time
 import traceback
-from typing import Any, Dict
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --------------------------------------------------------------------------------------
+# The server: forks one child per request
+# --------------------------------------------------------------------------------------
 
 
 def _child(req: Dict[str, Any]) -> None:
@@ -170,6 +181,107 @@ def main(argv=None) -> int:
         proto.write(json.dumps(resp, default=float) + "\n")
         proto.flush()
     return 0
+
+
+# --------------------------------------------------------------------------------------
+# The client: benchmarks.run's end of the protocol
+# --------------------------------------------------------------------------------------
+
+
+class Zygote:
+    """A benchmarks.zygote process under some python; ``run`` forks one row in it."""
+
+    def __init__(self, python: str, preload: str, log_dir: Path, name: str):
+        self.python, self.preload, self.log_dir, self.name = python, preload, log_dir, name
+        self.proc: Optional[subprocess.Popen] = None
+        self.ready: Dict[str, Any] = {}
+
+    def start(self) -> Dict[str, Any]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        err = open(self.log_dir / f"zygote-{self.name}.log", "ab")
+        self.proc = subprocess.Popen([self.python, "-m", "benchmarks.zygote", "--preload", self.preload],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, cwd=str(REPO),
+                                     env=env, text=True, bufsize=1)
+        err.close()
+        line = self.proc.stdout.readline()
+        if not line:
+            code = self.proc.wait()
+            raise RuntimeError(f"{self.python} -m benchmarks.zygote exited ({code}); "
+                               f"see {self.log_dir / f'zygote-{self.name}.log'}")
+        self.ready = json.loads(line)
+        return self.ready
+
+    def run(self, func: str, ctx: Dict[str, Any], timeout: float, tag: str) -> Dict[str, Any]:
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in tag)
+        req = {"func": func, "ctx": ctx, "timeout": timeout, "log": str(self.log_dir / f"{safe}.log"),
+               "result": str(self.log_dir / f"{safe}.json")}
+        try:
+            os.unlink(req["result"])
+        except FileNotFoundError:
+            pass
+        self.proc.stdin.write(json.dumps(req, default=str) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            self.close()
+            return {"status": "error", "reason": f"fork server died; see {req['log']}"}
+        return json.loads(line)
+
+    def close(self, abort: bool = False) -> None:
+        """Let the server finish and exit; ``abort``: stop it now, with the row it is running."""
+        if self.proc is not None:
+            if abort and self.proc.poll() is None:
+                self.proc.terminate()
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+
+class Runner:
+    """Runs rows under the main venv or the peers' venv, forked (default) or one server per row."""
+
+    def __init__(self, log_dir: Path, isolation: str, peers_python: Optional[str]):
+        self.log_dir, self.isolation, self.peers_python = log_dir, isolation, peers_python
+        self.servers: Dict[str, Zygote] = {}
+
+    def _server(self, side: str) -> Zygote:
+        if side not in self.servers:
+            if side == "main":
+                z = Zygote(sys.executable, "tensorflow,h5py,numpy,queuepipe,queuepipe.tf.session", self.log_dir,
+                           "main")
+            else:
+                z = Zygote(self.peers_python, "tensorflow,h5py,numpy", self.log_dir, "peers")
+            z.start()
+            self.servers[side] = z
+        return self.servers[side]
+
+    def run(self, side: str, func: str, ctx: Dict[str, Any], timeout: float, tag: str) -> Dict[str, Any]:
+        server = self._server(side)
+        try:
+            return server.run(func, ctx, timeout, tag)
+        finally:
+            if self.isolation == "spawn":
+                server.close()
+                del self.servers[side]
+
+    def versions(self, side: str) -> Dict[str, Any]:
+        return self._server(side).ready.get("versions", {})
+
+    def close(self, abort: bool = False) -> None:
+        for z in self.servers.values():
+            z.close(abort)
+        self.servers.clear()
 
 
 if __name__ == "__main__":

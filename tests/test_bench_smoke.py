@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.run --quick`` on tiny cached-in-tmp data must produce the JSON, the
 markdown table and the plot with every expected row; queuepipe rows may say "not
-available" (an entry point still being written), the reference rows must have run.
+available" (a pipeline that fails before its first batch), the reference rows must have run.
 """
 from __future__ import annotations
 
@@ -72,11 +72,11 @@ def _small_file(path: Path, n: int = 3000) -> Path:
 
 
 def test_bench_cli_on_a_small_file(tmp_path, capsys):
-    from queuepipe.tools import bench as bench_cli
+    from queuepipe.tools import bench
     path = _small_file(tmp_path / "small.h5")
     report = tmp_path / "bench.json"
-    code = bench_cli.main([str(path), "--datasets", "X,y", "--rows", "::3", "--workers", "2",
-                           "--batch-size", "50", "--seconds", "1", "--no-progress", "--json", str(report)])
+    code = bench.main([str(path), "--datasets", "X,y", "--rows", "::3", "--workers", "2",
+                       "--batch-size", "50", "--seconds", "1", "--no-progress", "--json", str(report)])
     out = capsys.readouterr().out
     assert code in (0, 1), out
     assert "limit-read" in out and "limit-consumer" in out
@@ -89,7 +89,8 @@ def test_bench_cli_on_a_small_file(tmp_path, capsys):
 
 
 def test_parse_rows_and_slab_plan(tmp_path):
-    from queuepipe.tools.bench import parse_rows, slab_plan
+    from queuepipe.tools.bench import parse_rows
+    from queuepipe.tools.limits import slab_plan
     assert parse_rows(None, 10) is None
     assert parse_rows("2:5", 10).tolist() == [2, 3, 4]
     assert parse_rows("::4", 10).tolist() == [0, 4, 8]
@@ -108,3 +109,39 @@ def test_parse_rows_and_slab_plan(tmp_path):
     plan = slab_plan(rows, 1000, 100, 200)
     assert plan == [(0, 100, 0, 2), (200, 300, 2, 4), (900, 1000, 4, 5)]
     assert slab_plan(None, 450, 100, 200) == [(0, 200, 0, 200), (200, 400, 200, 400), (400, 450, 400, 450)]
+
+
+def test_limit_read_in_fresh_processes_reads_the_same_rows(tmp_path):
+    """procs=2 reads each slab once across two fresh interpreters (no fork): the same rows
+    as one process; the readers are gone when it returns (the autouse fixture checks)."""
+    from queuepipe.tools.limits import limit_read
+    path = str(_small_file(tmp_path / "small.h5"))
+    rows = np.arange(0, 3000, 3)
+    # min_seconds=0: exactly one pass, so the counts are the selection's size
+    one, one_s = limit_read(path, ["X", "y"], rows, procs=1, min_seconds=0)
+    two, two_s = limit_read(path, ["X", "y"], rows, procs=2, min_seconds=0)
+    assert one == two == 1000 and one_s > 0 and two_s > 0
+    assert limit_read(path, ["X"], None, procs=2, min_seconds=0)[0] == 3000
+
+
+def test_limit_read_raises_a_readers_error(tmp_path):
+    from queuepipe.tools.limits import limit_read
+    path = str(_small_file(tmp_path / "small.h5"))
+    with pytest.raises(RuntimeError, match="KeyError.*nope"):
+        limit_read(path, ["nope"], None, procs=2, min_seconds=0)
+
+
+LIMITS_WITHOUT_TF = r"""
+import sys
+import queuepipe.tools.limits
+assert "tensorflow" not in sys.modules, "importing queuepipe.tools.limits imported tensorflow"
+print("OK")
+"""
+
+
+def test_limits_import_without_tensorflow():
+    """limit_read's reader processes, the bench command and the harness import it before (or
+    without) TensorFlow."""
+    from helpers import describe, run_python
+    proc = run_python(LIMITS_WITHOUT_TF, timeout=60)
+    assert proc.returncode == 0 and "OK" in proc.stdout, describe(proc)

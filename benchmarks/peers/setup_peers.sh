@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Create the SEPARATE virtualenv in which the peer libraries (tftables, tensorpack) run.
 #
-#   bash benchmarks/peers/setup_peers.sh [VENV_DIR]      (default: $QUEUEPIPE_PEERS_VENV or /work/peers-venv)
+#   bash benchmarks/peers/setup_peers.sh [VENV_DIR]
+#
+# VENV_DIR defaults to $QUEUEPIPE_PEERS_VENV, else peers-venv beside the repository (a sibling of
+# its folder) -- where python -m benchmarks.run looks for it by default.
 #
 # The peers are old (tftables 1.1.2, 2018; tensorpack 0.11, 2021) and are kept out of the
 # project's own environment.  The benchmark (python -m benchmarks.run) runs each peer row as a
@@ -10,7 +13,8 @@
 # benchmarks/peers/NOTES.md and applied at run time by benchmarks/peers/compat.py (no
 # installed file is patched).
 set -euo pipefail
-VENV="${1:-${QUEUEPIPE_PEERS_VENV:-/work/peers-venv}}"
+REPO_PARENT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
+VENV="${1:-${QUEUEPIPE_PEERS_VENV:-$REPO_PARENT/peers-venv}}"
 PY="${PYTHON:-python3}"
 
 if [ -e "$VENV" ] && [ "${REBUILD:-0}" = 1 ]; then rm -rf "$VENV"; fi

@@ -1,3 +1,3 @@
-"""The ``queuepipe`` command and its tools: ``demo``, ``bench``, and the reference limits
-(limit-read, limit-consumer) that ``bench`` and the repository's harness measure against.
-Nothing in the library imports this package."""
+"""The ``queuepipe`` command and its tools: ``demo``, ``bench``, and (in ``limits``) the
+reference limits (limit-read, limit-consumer) that ``bench`` and the repository's harness
+measure against.  Nothing in the library imports this package."""

@@ -1,16 +1,17 @@
 """``queuepipe bench FILE.h5 --datasets X,y``: how fast your file flows through ``from_hdf5``.
 
-Measures, for the same rows of the same datasets:
+Measures, for the same rows of the same datasets, ``from_hdf5`` with 1..N workers (a tqdm
+bar per trial), samples/s and MB/s, against the two reference limits of
+:mod:`queuepipe.tools.limits`:
 
-* **limit-read** -- plain h5py reading the covering chunk-aligned slabs into numpy
-  (the best single-process way), no TensorFlow: what the disk/decompression allows;
-* **limit-consumer** -- a ``tf.compat.v1`` session running a consumer op on one batch
-  already resident in ``tf.Variable`` s: the most any input pipeline can deliver to it;
-* **from_hdf5** with 1..N workers (tqdm bar per trial), samples/s and MB/s,
+* **limit-read** -- plain h5py reading the covering chunk-aligned slabs into numpy, no
+  TensorFlow: what the disk/decompression allows (and with N processes in process mode);
+* **limit-consumer** -- the session running the consumer op on one batch already resident
+  in ``tf.Variable`` s: the most any input pipeline can deliver to it;
 
-then prints a one-line verdict: input-bound or compute-bound, and how many workers
-it takes to saturate.  The reading/consumer helpers here are TF-free at import time
-and are reused by the repository's benchmark harness (``python -m benchmarks.run``).
+then prints a one-line verdict: input-bound or compute-bound, and how many workers it
+takes to saturate.  This module is the command only (arguments, trials, verdict,
+printing); the limits live in :mod:`queuepipe.tools.limits`.
 """
 from __future__ import annotations
 
@@ -20,12 +21,14 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .limits import build_hdf5_pipeline, consumer_op, limit_consumer, limit_read, row_nbytes
+
 # --------------------------------------------------------------------------------------
-# Row selections and covering slabs
+# Row selections
 # --------------------------------------------------------------------------------------
 
 
@@ -58,236 +61,6 @@ def parse_rows(spec: Optional[str], n: int) -> Optional[np.ndarray]:
     if rows.size == 0:
         raise ValueError(f"--rows {spec!r} selects no rows of {n}")
     return rows
-
-
-def chunk_rows_of(ds: Any) -> int:
-    """Rows per read granule: the chunk's leading dim, or ~64 KiB worth for contiguous data."""
-    if ds.chunks:
-        return int(ds.chunks[0])
-    row = max(1, int(np.prod(ds.shape[1:], dtype=np.int64)) * ds.dtype.itemsize)
-    return max(1, (64 << 10) // row)
-
-
-def slab_plan(rows: Optional[np.ndarray], n: int, chunk_rows: int,
-              max_slab_rows: int) -> List[Tuple[int, int, int, int]]:
-    """Covering slabs ``(lo, hi, start, stop)``: rows ``[lo, hi)`` are read in one call and
-    hold ``rows[start:stop]`` (sorted ``rows``); for all rows (``rows is None``) start/stop
-    are ``lo``/``hi``.  Slabs cover only the chunks holding a selected row, merged while
-    consecutive, up to ``max_slab_rows`` (rounded to whole chunks)."""
-    chunk_rows = max(1, int(chunk_rows))
-    per = max(1, max_slab_rows // chunk_rows) * chunk_rows
-    if rows is None:
-        return [(lo, min(n, lo + per), lo, min(n, lo + per)) for lo in range(0, n, per)]
-    if rows.size == 0:
-        return []
-    chunks = np.unique(rows // chunk_rows)
-    # split where chunks stop being consecutive or a slab would grow past `per` rows
-    breaks = [0]
-    first = chunks[0]
-    for k in range(1, len(chunks)):
-        if chunks[k] != chunks[k - 1] + 1 or (chunks[k] - first + 1) * chunk_rows > per:
-            breaks.append(k)
-            first = chunks[k]
-    breaks.append(len(chunks))
-    plan = []
-    for a, b in zip(breaks[:-1], breaks[1:]):
-        lo = int(chunks[a]) * chunk_rows
-        hi = min(n, (int(chunks[b - 1]) + 1) * chunk_rows)
-        start, stop = np.searchsorted(rows, [lo, hi])
-        plan.append((lo, hi, int(start), int(stop)))
-    return plan
-
-
-def row_nbytes(datasets: Sequence[Any]) -> int:
-    return int(sum(int(np.prod(d.shape[1:], dtype=np.int64)) * d.dtype.itemsize for d in datasets))
-
-
-# --------------------------------------------------------------------------------------
-# limit-read: plain h5py, no TensorFlow
-# --------------------------------------------------------------------------------------
-
-
-def read_slabs(path: str, names: Sequence[str], rows: Optional[np.ndarray], *,
-               max_slab_rows: int = 2048, part: int = 0, parts: int = 1,
-               deadline: Optional[float] = None, min_seconds: float = 0.0) -> int:
-    """Read this part's share of the slabs of ``rows`` (sorted or None); returns rows delivered.
-
-    The best plain-h5py way: ``read_direct`` of chunk-aligned slabs into reused buffers,
-    selected rows picked out in numpy.  Passes over the share repeat until ``min_seconds``
-    have gone by (a tiny selection is otherwise all start-up), never past ``deadline``."""
-    import h5py
-    t0 = time.perf_counter()
-    with h5py.File(path, "r") as f:
-        dsets = [f[k] for k in names]
-        n = dsets[0].shape[0]
-        plan = slab_plan(rows, n, chunk_rows_of(dsets[0]), max_slab_rows)
-        mine = plan[len(plan) * part // parts: len(plan) * (part + 1) // parts]
-        if not mine:
-            return 0
-        longest = max(hi - lo for lo, hi, _, _ in mine)
-        bufs = [np.empty((longest,) + d.shape[1:], d.dtype) for d in dsets]
-        delivered = 0
-        while True:
-            for lo, hi, start, stop in mine:
-                for d, buf in zip(dsets, bufs):
-                    d.read_direct(buf, np.s_[lo:hi], np.s_[0:hi - lo])
-                    if rows is not None:
-                        buf.take(rows[start:stop] - lo, axis=0)  # the selected rows, as a new array
-                delivered += stop - start
-                if deadline is not None and time.perf_counter() > deadline:
-                    return delivered
-            if time.perf_counter() - t0 >= min_seconds:
-                return delivered
-
-
-def in_processes(fn: Callable[[int, int], int], parts: int) -> Tuple[int, float]:
-    """Run ``fn(part, parts) -> rows`` in ``parts`` forked processes started together;
-    returns (total rows, seconds from the common start to the last finish).
-
-    Fork, so call it before any TensorFlow session or thread pool exists in this process."""
-    if parts == 1:
-        t0 = time.perf_counter()
-        rows = fn(0, 1)
-        return rows, time.perf_counter() - t0
-    go_r, go_w = os.pipe()
-    kids = []
-    for k in range(parts):
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child
-            code = 0
-            try:
-                os.close(r)
-                os.close(go_w)
-                os.read(go_r, 1)
-                t0 = time.monotonic()
-                got = fn(k, parts)
-                t1 = time.monotonic()
-                os.write(w, json.dumps([t0, t1, got]).encode())
-            except BaseException as exc:  # noqa: BLE001 - reported to the parent
-                os.write(w, json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
-                code = 1
-            finally:
-                os._exit(code)
-        os.close(w)
-        kids.append((pid, r))
-    os.close(go_r)
-    os.write(go_w, b"g" * parts)
-    os.close(go_w)
-    results = []
-    for pid, r in kids:
-        chunks = []
-        while True:
-            b = os.read(r, 65536)
-            if not b:
-                break
-            chunks.append(b)
-        os.close(r)
-        os.waitpid(pid, 0)
-        results.append(json.loads(b"".join(chunks) or b'{"error": "child died"}'))
-    errors = [x["error"] for x in results if isinstance(x, dict)]
-    if errors:
-        raise RuntimeError("; ".join(errors))
-    start = min(x[0] for x in results)
-    end = max(x[1] for x in results)
-    return sum(x[2] for x in results), end - start
-
-
-def limit_read(path: str, names: Sequence[str], rows: Optional[np.ndarray], *, procs: int = 1,
-               max_slab_rows: int = 2048, seconds: Optional[float] = None,
-               min_seconds: float = 0.2) -> Tuple[int, float]:
-    """(rows, seconds) for reading ``rows`` (any order; read sorted) in ``procs`` processes:
-    at least one pass and ``min_seconds``, at most ``seconds``."""
-    srt = None if rows is None else np.sort(rows)
-
-    def part(k: int, parts: int) -> int:
-        deadline = None if seconds is None else time.perf_counter() + seconds
-        return read_slabs(path, names, srt, max_slab_rows=max_slab_rows, part=k, parts=parts,
-                          deadline=deadline, min_seconds=min(min_seconds, seconds or min_seconds))
-
-    return in_processes(part, procs)
-
-
-# --------------------------------------------------------------------------------------
-# The consumer, and limit-consumer
-# --------------------------------------------------------------------------------------
-
-
-def consumer_op(tensors: Sequence[Any]):
-    """An op that depends on every tensor of a batch: the sum of all numeric values as
-    float32 (string tensors count by their total length)."""
-    import tensorflow as tf
-    total = None
-    for t in tensors:
-        if t.dtype == tf.string:
-            part = tf.cast(tf.reduce_sum(tf.strings.length(t)), tf.float32)
-        elif t.dtype == tf.bool:
-            part = tf.cast(tf.reduce_sum(tf.cast(t, tf.int32)), tf.float32)
-        else:
-            part = tf.cast(tf.reduce_sum(t), tf.float32)
-        total = part if total is None else total + part
-    return total
-
-
-def limit_consumer(batch: Sequence[np.ndarray], *, seconds: float = 1.0, warmup: int = 20,
-                   make_consumer: Callable = consumer_op, also_fetch: Sequence[int] = (),
-                   on_step: Optional[Callable[[int], None]] = None) -> Tuple[int, float]:
-    """(rows, seconds): ``sess.run`` of the consumer on one batch held in ``tf.Variable`` s.
-
-    ``also_fetch``: indices of batch tensors fetched with the consumer op, when the loop
-    being compared fetches them too (a harness reading ``y`` back to check delivery).
-    ``on_step``: called with the step number before each timed step (a probe that starts
-    side work at chosen steps)."""
-    import tensorflow as tf
-    tf1 = tf.compat.v1
-    graph = tf.Graph()
-    with graph.as_default():
-        variables = [tf1.Variable(b, trainable=False) for b in batch]
-        values = [v.read_value() for v in variables]
-        op = make_consumer(values)
-        if also_fetch:
-            op = [op] + [values[i] for i in also_fetch]
-        with tf1.Session(graph=graph) as sess:
-            sess.run(tf1.global_variables_initializer())
-            for _ in range(warmup):
-                sess.run(op)
-            steps = 0
-            t0 = time.perf_counter()
-            deadline = t0 + seconds
-            while True:
-                if on_step is not None:
-                    on_step(steps)
-                sess.run(op)
-                steps += 1
-                now = time.perf_counter()
-                if now > deadline and steps >= 5:
-                    break
-    return steps * len(batch[0]), now - t0
-
-
-# --------------------------------------------------------------------------------------
-# from_hdf5
-# --------------------------------------------------------------------------------------
-
-
-def build_hdf5_pipeline(path: str, names: Sequence[str], rows: Optional[np.ndarray], *, batch_size: int,
-                        workers: int, mode: str, shuffle: bool = False, num_epochs: int = 1,
-                        seed: Optional[int] = None, allow_smaller_final_batch: bool = True):
-    """``queuepipe.from_hdf5`` over ``names``; returns (pipeline, [tensors in ``names`` order])."""
-    import queuepipe
-    pipe = queuepipe.from_hdf5(path, list(names), rows=rows, batch_size=batch_size, workers=workers,
-                               mode=mode, shuffle=shuffle, num_epochs=num_epochs, seed=seed,
-                               allow_smaller_final_batch=allow_smaller_final_batch)
-    return pipe, batch_tensors(pipe.batch, names)
-
-
-def batch_tensors(batch: Any, names: Sequence[str]) -> List[Any]:
-    """A pipeline's ``.batch`` (dict by dataset name, tuple/list, or one tensor) as a list."""
-    if isinstance(batch, dict):
-        return [batch[k] for k in names] if all(k in batch for k in names) else list(batch.values())
-    if isinstance(batch, (tuple, list)):
-        return list(batch)
-    return [batch]
 
 
 # --------------------------------------------------------------------------------------
@@ -384,6 +157,8 @@ def _first_batch(path: str, names: Sequence[str], rows: Optional[np.ndarray], ba
 
 def verdict(best: Dict[str, Any], trials: List[Dict[str, Any]], consumer: float, read: float,
             compressed: bool = False) -> str:
+    """The one-line verdict: compute-bound, input-bound by reading or by the pipeline, and
+    the fewest workers within 5 % of the best trial."""
     rate = best["samples_per_s"]
     sat = next(t for t in trials if t["samples_per_s"] >= 0.95 * rate)
     if rate >= 0.85 * consumer:
@@ -423,13 +198,10 @@ def make_parser() -> argparse.ArgumentParser:
 
 def read_paths(file: str, names: List[str]) -> str:
     """How from_hdf5's workers will read each dataset of ``file`` (the fast paths or h5py)."""
-    from ..sources.hdf5.chunk_decode import inflater
-    from ..sources.hdf5.inspect import inspect_files
+    from ..sources.hdf5.inspect import inspect_files, read_path_names
     try:
-        access = inspect_files([file], names).files[0].access
-        how = {"raw": "preadv of plain rows", "h5py": "h5py",
-               "decode": f"queuepipe's deflate/shuffle decoder ({inflater()[0]})"}
-        return "; ".join(f"{k}: {how[a]}" for k, a in zip(names, access))
+        paths = read_path_names(inspect_files([file], names), 0)
+        return "; ".join(f"{k}: {how}" for k, how in zip(names, paths))
     except Exception as exc:  # noqa: BLE001 - the figures below still mean something
         return f"unknown ({type(exc).__name__}: {exc})"
 
@@ -453,7 +225,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                       for k, (s, d, c, comp) in zip(names, info)))
     print("read path: " + read_paths(args.file, names))
 
-    # limit-read first: it forks, so no TF thread pool may exist yet.
+    # limit-read first, while this process has not imported TensorFlow: plain h5py, nothing
+    # else running (with --workers N in process mode also in N fresh interpreters)
     lr_rows, lr_s = limit_read(args.file, names, rows, procs=1, seconds=args.seconds)
     read = lr_rows / max(lr_s, 1e-9)
     read_procs = None

@@ -1,6 +1,6 @@
 """Where W1's time goes: how close can *any* queue-fed pipeline get to limit-consumer here?
 
-``python -m benchmarks.w1_ceiling [--rounds 3]`` measures, interleaved round by round and
+``python -m benchmarks.probes.w1_ceiling [--rounds 3]`` measures, interleaved round by round and
 reported as medians of per-round ratios to limit-consumer (the harness's step: consumer op
 + ``y`` fetched), on all rows of F1 (batch 128):
 
@@ -32,9 +32,9 @@ import time
 
 import numpy as np
 
-from queuepipe.tools import bench as bench_cli
+from queuepipe.tools.limits import consumer_op, limit_consumer, resident_batch
 
-from .data import ensure_file, warm_page_cache
+from ..data import ensure_file, warm_page_cache
 
 B = 128
 
@@ -55,16 +55,36 @@ def _timed(sess, fetch, steps: int) -> float:
     return done * B / (time.perf_counter() - t0)
 
 
-def limit_consumer(x: np.ndarray, y: np.ndarray) -> float:
+def harness_limit(x: np.ndarray, y: np.ndarray) -> float:
     """The harness's limit-consumer row: consumer op + ``y`` on a batch held in variables."""
-    rows, seconds = bench_cli.limit_consumer([x, y], seconds=1.0, also_fetch=(1,))
+    rows, seconds = limit_consumer([x, y], seconds=1.0, also_fetch=(1,))
     return rows / seconds
+
+
+def limit_with_trigger(x: np.ndarray, y: np.ndarray, every: int, trigger: threading.Event,
+                       seconds: float = 1.0, warmup: int = 20) -> float:
+    """Samples/s of limit-consumer's loop (same session, fetch, warm-up and stop rule) that
+    sets ``trigger`` before every ``every``-th timed step."""
+    with resident_batch([x, y], also_fetch=(1,)) as (sess, fetch):
+        for _ in range(warmup):
+            sess.run(fetch)
+        steps = 0
+        t0 = time.perf_counter()
+        deadline = t0 + seconds
+        while True:
+            if steps % every == 0:
+                trigger.set()
+            sess.run(fetch)
+            steps += 1
+            now = time.perf_counter()
+            if now > deadline and steps >= 5:
+                break
+    return steps * len(x) / (now - t0)
 
 
 def prefilled_queue(path: str, batches: int = 600) -> float:
     import h5py
     import tensorflow as tf
-    from queuepipe.tools.bench import consumer_op
     v1 = tf.compat.v1
     with h5py.File(path, "r") as f:
         xs, ys = f["X"][:batches * B], f["y"][:batches * B]
@@ -82,7 +102,6 @@ def prefilled_queue(path: str, batches: int = 600) -> float:
 def _queuepipe_fetch(path: str, mode: str) -> list:
     """In the default graph: queuepipe from_hdf5 over F1 as in the harness, and the step's fetch."""
     import queuepipe
-    from queuepipe.tools.bench import consumer_op
     pipe = queuepipe.from_hdf5(path, ["X", "y"], batch_size=B, workers=1, mode=mode,
                                allow_smaller_final_batch=True)
     x, y = pipe.batch
@@ -120,15 +139,10 @@ def limit_with_side_work(x: np.ndarray, y: np.ndarray, work: str, path: str, sec
                 while time.perf_counter() - t < 0.0008:
                     pass
 
-    def on_step(step: int) -> None:
-        if step % 16 == 0:
-            due.set()
-
     worker = threading.Thread(target=side, daemon=True)
     worker.start()
     try:
-        rows, secs = bench_cli.limit_consumer([x, y], seconds=seconds, also_fetch=(1,), on_step=on_step)
-        return rows / secs
+        return limit_with_trigger(x, y, 16, due, seconds=seconds)
     finally:
         stop.set()
         worker.join()
@@ -140,7 +154,6 @@ def minimal_pipeline(path: str, yields: int = 0, seconds: float = 1.0) -> float:
     import queue
     import h5py
     import tensorflow as tf
-    from queuepipe.tools.bench import consumer_op
     from queuepipe.workers.buffers import aligned_empty
     v1 = tf.compat.v1
     with h5py.File(path, "r") as f:
@@ -263,7 +276,7 @@ def main(argv=None) -> None:
     ratios = {name: [] for name in ways}
     limits, traces = [], []
     for r in range(args.rounds):
-        limit = limit_consumer(x0, y0)
+        limit = harness_limit(x0, y0)
         limits.append(limit)
         for name, way in ways.items():
             ratios[name].append(way() / limit)
