@@ -15,7 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from queuepipe.sources.hdf5 import chunk_decode
+from queuepipe.sources.hdf5.chunk_decode import DecodedChunks
+from queuepipe.sources.hdf5.h5py_rows import H5pyRows
 from queuepipe.sources.hdf5.inspect import inspect_files
+from queuepipe.sources.hdf5.raw_rows import RawRows
 from queuepipe.sources.hdf5.reader import WorkerFiles
 
 pytest.importorskip("isal")
@@ -32,6 +35,16 @@ def _handle(path, name):
     """(WorkerFiles, handle) for one dataset of one file."""
     files = WorkerFiles(inspect_files([str(path)], [name]))
     return files, files._handle(0, 0)
+
+
+def _decoder(handle):
+    """The handle's decoder, or None if it has none (not applicable, or dropped)."""
+    return next((r for r in handle.readers if isinstance(r, DecodedChunks)), None)
+
+
+def _read(handle, start, stop, out):
+    """Rows [start, stop) into ``out``, as a worker reads one run."""
+    handle.read_runs(np.array([start]), np.array([stop]), np.array([0]), out)
 
 
 def _values(dtype, shape, seed=0):
@@ -51,13 +64,13 @@ def test_decoded_rows_equal_h5py(tmp_path, inflater, dtype, shuffle):
         f.create_dataset("X", data=values, chunks=(64, 3, 5), compression="gzip", shuffle=shuffle)
     files, h = _handle(path, "X")
     try:
-        assert h.decoded is not None and h.decoded.inflater_name == inflater
+        assert _decoder(h) is not None and _decoder(h).inflater_name == inflater
         # whole chunks, pieces inside one chunk, across boundaries, and the short edge chunk
         for start, stop in [(0, 64), (0, 1000), (5, 9), (60, 70), (63, 200), (960, 1000), (999, 1000)]:
             out = np.empty((stop - start, 3, 5), dtype)
-            h.read_into(start, stop, out)
+            _read(h, start, stop, out)
             np.testing.assert_array_equal(out, values[start:stop], err_msg=f"rows {start}..{stop}")
-        assert h.decoded is not None, "no read fell back to h5py"
+        assert _decoder(h) is not None, "no read fell back to h5py"
     finally:
         files.close()
 
@@ -77,12 +90,13 @@ def test_which_datasets_are_decoded_here(tmp_path):
     names = ["gzip", "shuffle_only", "lzf", "checksummed", "big_endian", "column_chunks",
              "plain_column_chunks", "plain"]
     layout = inspect_files([str(path)], names)
-    assert layout.files[0].access == ["decode", "decode", "h5py", "h5py", "h5py", "decode", "decode", "raw"]
+    D, H, R = DecodedChunks, H5pyRows, RawRows
+    assert [readers[0] for readers in layout.files[0].readers] == [D, D, H, H, H, D, D, R]
     files = WorkerFiles(layout)
     try:
         for i, name in enumerate(names):
             out = np.empty((150, 4), np.float32)
-            files._handle(0, i).read_into(420, 570, out)
+            _read(files._handle(0, i), 420, 570, out)
             np.testing.assert_array_equal(out, data[420:570], err_msg=name)
     finally:
         files.close()
@@ -103,9 +117,9 @@ def test_a_chunk_stored_without_deflate_is_read_as_stored(tmp_path, inflater):
     files, h = _handle(path, "X")
     try:
         out = np.empty_like(values)
-        h.read_into(0, 100, out)
+        _read(h, 0, 100, out)
         np.testing.assert_array_equal(out, values)
-        assert h.decoded is not None
+        assert _decoder(h) is not None
     finally:
         files.close()
 
@@ -119,13 +133,13 @@ def test_chunks_never_written_read_as_the_fill_value(tmp_path, inflater, width):
         d[100:150] = 1.0
     files, h = _handle(path, "X")
     try:
-        assert h.decoded is not None
+        assert _decoder(h) is not None
         out = np.empty((300, width), np.float32)
-        h.read_into(0, 300, out)
+        _read(h, 0, 300, out)
         expect = np.full((300, width), -7.0, np.float32)
         expect[100:150] = 1.0
         np.testing.assert_array_equal(out, expect)
-        h.read_into(110, 140, out[:30])       # a band whose chunks are all written
+        _read(h, 110, 140, out[:30])          # a band whose chunks are all written
         np.testing.assert_array_equal(out[:30], expect[110:140])
     finally:
         files.close()
@@ -143,11 +157,66 @@ def test_a_chunk_that_does_not_inflate_reports_hdf5s_error(tmp_path):
     files, h = _handle(path, "X")
     try:
         out = np.empty((100, 4), np.float32)
-        h.read_into(100, 200, out)
+        _read(h, 100, 200, out)
         np.testing.assert_array_equal(out, values[100:200])
         with pytest.raises(Exception) as raised:
-            h.read_into(200, 300, out)
+            _read(h, 200, 300, out)
         assert "read data" in str(raised.value), "h5py's own message, not zlib's"
+    finally:
+        files.close()
+
+
+def test_a_decoder_error_that_h5py_overrules_drops_the_decoder(tmp_path, monkeypatch):
+    """A chunk our decoder rejects but HDF5 reads: h5py's rows are delivered, and h5py reads the rest."""
+    values = np.arange(2000, dtype=np.float32).reshape(500, 4)
+    path = tmp_path / "odd.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("X", data=values, chunks=(100, 4), compression="gzip")
+    files, h = _handle(path, "X")
+    try:
+        decoder = _decoder(h)
+        real = decoder._decode
+
+        def picky(c, out):
+            if c == 2:
+                raise ValueError("not a chunk this decoder understands")
+            real(c, out)
+
+        monkeypatch.setattr(decoder, "_decode", picky)
+        out = np.empty((150, 4), np.float32)
+        _read(h, 0, 150, out)
+        assert _decoder(h) is decoder, "chunks it decodes keep it"
+        _read(h, 150, 300, out)
+        np.testing.assert_array_equal(out, values[150:300])
+        assert _decoder(h) is None and decoder.fd is None, "dropped, and its file closed"
+        _read(h, 300, 450, out)
+        np.testing.assert_array_equal(out, values[300:450])
+    finally:
+        files.close()
+
+
+@pytest.mark.parametrize("compression", [None, "gzip"])  # read raw / decoded by queuepipe
+def test_only_the_runs_a_reader_cannot_serve_go_to_h5py(tmp_path, monkeypatch, compression):
+    path = tmp_path / "sparse.h5"
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("X", shape=(400, 3), dtype="i4", chunks=(50, 3), fillvalue=-1, compression=compression)
+        d[0:100] = 1
+        d[300:400] = 3                       # rows 100..299 never written
+    files, h = _handle(path, "X")
+    h5py_runs = []
+    real = H5pyRows.read_stretch
+
+    def counted(self, start, stop, dest):
+        h5py_runs.append((start, stop))
+        real(self, start, stop, dest)
+
+    monkeypatch.setattr(H5pyRows, "read_stretch", counted)
+    try:
+        assert not isinstance(h.readers[0], H5pyRows)
+        out = np.empty((30, 3), np.int32)
+        h.read_runs(np.array([10, 120, 350]), np.array([20, 130, 360]), np.array([0, 10, 20]), out)
+        np.testing.assert_array_equal(out, np.repeat([1, -1, 3], 10)[:, None].repeat(3, axis=1))
+        assert h5py_runs == [(120, 130)]
     finally:
         files.close()
 
@@ -194,12 +263,12 @@ def test_property_any_rows_of_any_chunking_equal_h5py(tmp_path_factory, n_rows, 
                          shuffle=shuffle)
     files, h = _handle(path, "X")
     try:
-        assert (h.decoded is not None) or (h.raw is not None)
+        assert isinstance(h.readers[0], (DecodedChunks, RawRows))
         for start, length in reads:
             start = start % n_rows
             stop = min(n_rows, start + length)
             out = np.empty((stop - start,) + row, dtype)
-            h.read_into(start, stop, out)
+            _read(h, start, stop, out)
             np.testing.assert_array_equal(out, values[start:stop])
     finally:
         files.close()

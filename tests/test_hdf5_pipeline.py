@@ -351,7 +351,10 @@ def _open_fds():
 
 
 def test_raw_rows_are_used_only_where_bytes_are_plain_and_checked(tmp_path):
+    from queuepipe.sources.hdf5.chunk_decode import DecodedChunks
+    from queuepipe.sources.hdf5.h5py_rows import H5pyRows
     from queuepipe.sources.hdf5.inspect import inspect_files
+    from queuepipe.sources.hdf5.raw_rows import RawRows
     from queuepipe.sources.hdf5.reader import WorkerFiles
 
     path = tmp_path / "r.h5"
@@ -363,15 +366,16 @@ def test_raw_rows_are_used_only_where_bytes_are_plain_and_checked(tmp_path):
         f.create_dataset("colchunks", data=np.zeros((50, 4)), chunks=(8, 2))
     names = ["plain", "contig", "big", "gz", "colchunks"]
     layout = inspect_files([str(path)], names)
-    assert layout.files[0].access == ["raw", "raw", "h5py", "decode", "decode"]
+    R, H, D = RawRows, H5pyRows, DecodedChunks
+    assert [readers[0] for readers in layout.files[0].readers] == [R, R, H, D, D]
     files = WorkerFiles(layout)
     before = _open_fds()
     try:
         handles = [files._handle(0, i) for i in range(len(names))]
         during = _open_fds()
-        assert [h.raw is not None for h in handles] == [True, True, False, False, False]
+        assert [isinstance(h.readers[0], RawRows) for h in handles] == [True, True, False, False, False]
         out = np.empty((7, 2), np.float32)
-        handles[0].read_into(13, 20, out)
+        handles[0].read_runs(np.array([13]), np.array([20]), np.array([0]), out)
         np.testing.assert_array_equal(out, np.arange(26, 40, dtype=np.float32).reshape(7, 2))
     finally:
         files.close()
@@ -394,7 +398,8 @@ def test_unallocated_chunks_and_userblocks_read_right(tmp_path):
 
 def test_chunks_stored_one_after_another_are_read_in_one_call(tmp_path, monkeypatch):
     from queuepipe.sources.hdf5.inspect import inspect_files
-    from queuepipe.sources.hdf5.reader import WorkerFiles, _coalesced
+    from queuepipe.sources.hdf5.raw_rows import RawRows, _coalesced
+    from queuepipe.sources.hdf5.reader import WorkerFiles
 
     data = np.arange(256, dtype=np.float32).reshape(64, 4)
     path = tmp_path / "c.h5"
@@ -409,8 +414,8 @@ def test_chunks_stored_one_after_another_are_read_in_one_call(tmp_path, monkeypa
     files = WorkerFiles(inspect_files([str(path)], ["in_order", "reversed"]))
     try:
         for di, expected_calls in ((0, 1), (1, 8)):
-            raw = files._handle(0, di).raw
-            assert raw is not None
+            raw = files._handle(0, di).readers[0]
+            assert isinstance(raw, RawRows)
             out = np.empty((58, 4), np.float32)
             calls.clear()
             assert raw.read_runs(np.array([3]), np.array([61]), np.array([0]), out)

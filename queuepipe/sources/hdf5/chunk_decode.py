@@ -3,27 +3,29 @@
 Why: HDF5 decodes every chunk while holding h5py's global lock, so thread workers
 cannot decompress in parallel, and its deflate filter runs stock zlib.  Here the worker
 reads a chunk's stored bytes with ``os.pread`` at the offset HDF5 reports, inflates them
-with ISA-L (the ``isal`` package, ~2.5x zlib's speed) when it is installed or with
-``zlib`` otherwise, and undoes the shuffle filter in numpy -- all three release the GIL
-and none holds h5py's lock.  On the reference machine a worker decodes the W5 file
-~1.03x (zlib) to ~2.3x (ISA-L) faster than h5py reading it (BENCHMARKS.md).
+with ISA-L (the ``isal`` package, a much faster inflate than zlib's) when it is installed
+or with ``zlib`` otherwise, and undoes the shuffle filter in numpy -- all three release
+the GIL and none holds h5py's lock.  What that gains over h5py, with either inflater, is
+measured in BENCHMARKS.md (W5 and "Where the time goes").
 
 Only what can be checked is taken over: numeric native-order data in chunks of any shape
 (chunks that cut rows into pieces too, as h5py's automatic chunking does), with filter
-pipelines made only of deflate and shuffle, or none (per-chunk filter
-masks honoured).  Everything else -- and any chunk never written (fill value) -- is
-read by h5py as before, and the reader compares a few rows against h5py's when it opens
-a dataset.  ``QUEUEPIPE_INFLATE=zlib`` forces stock zlib (``isal`` the opposite).
+chains made only of deflate and shuffle, or none (per-chunk filter masks honoured).
+Everything else -- and any chunk never written (fill value) -- is read by h5py, and a
+worker compares a few rows against h5py's when it opens a dataset (:class:`.reader._Handle`).
+``QUEUEPIPE_INFLATE=zlib`` forces stock zlib (``isal`` the opposite).
 """
 from __future__ import annotations
 
 import os
 import zlib
 from collections import OrderedDict
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Tuple
 
 import numpy as np
-from .chunk_table import ChunkTable, StoredBytes
+
+from ...errors import HDF5ReadError
+from .chunk_table import ChunkTable, StoredBytes, chunk_shape, stored_as_read
 
 DEFLATE, SHUFFLE = 1, 2
 DECODABLE_FILTERS = frozenset((DEFLATE, SHUFFLE))
@@ -34,9 +36,8 @@ def inflater() -> Tuple[str, Callable[[bytes, int], bytes]]:
     """(name, ``inflate(data, size)``) for zlib-wrapped deflate data of ``size`` bytes
     decoded: ISA-L when installed, else zlib.
 
-    The output buffer hint differs per library (measured on the W5 chunks, 1 MiB each):
-    ISA-L needs one spare byte to finish without growing (and copying) its buffer, 30 %
-    faster than the exact size; zlib is fastest with the exact size.
+    The output buffer hint differs per library: ISA-L needs one spare byte to finish
+    without growing (and so copying) its buffer; zlib is fastest with the exact size.
     """
     choice = os.environ.get("QUEUEPIPE_INFLATE", "auto").strip().lower() or "auto"
     if choice not in ("auto", "isal", "zlib"):
@@ -55,10 +56,10 @@ def inflater() -> Tuple[str, Callable[[bytes, int], bytes]]:
     return "zlib", lambda data, size: zlib_decompress(data, 15, size)
 
 
-def decodable(filters: Sequence[Tuple[int, str, int]]) -> bool:
-    """Whether a filter pipeline ((id, name, flags), ...) is one this module decodes (none
+def decodable(codes: Iterable[int]) -> bool:
+    """Whether a filter chain (HDF5 filter ids, in order) is one this module decodes (none
     at all included: stored bytes are then the data)."""
-    return all(code in DECODABLE_FILTERS for code, _name, _flags in filters)
+    return all(code in DECODABLE_FILTERS for code in codes)
 
 
 def unshuffle(src, itemsize: int, out: np.ndarray) -> None:
@@ -76,45 +77,67 @@ def unshuffle(src, itemsize: int, out: np.ndarray) -> None:
 
 
 class DecodedChunks(StoredBytes):
-    """Rows of a chunked, deflate/shuffle-compressed, native-order numeric dataset.
+    """A :class:`.reader.RowReader` for chunked, deflate/shuffle-compressed, native-order
+    numeric datasets (and unfiltered ones whose chunks cut rows into pieces).
 
-    ``pipeline`` is the dataset's filter list in HDF5's order (as written); reading
-    undoes it back to front, skipping the filters a chunk's mask says were not applied
-    (HDF5 skips an optional filter, e.g. deflate, on a chunk it could not shrink).
+    ``chain`` is the dataset's filter chain in HDF5's order (as written); reading undoes
+    it back to front, skipping the filters a chunk's mask says were not applied (HDF5
+    skips an optional filter, e.g. deflate, on a chunk it could not shrink).  A chunk
+    never written (fill value) is a request it cannot serve.
     """
 
-    def __init__(self, dsid, n_rows: int, row_bytes: int, pipeline: List[Tuple[int, int]]):
+    # a chunk this decoder rejects may still be valid HDF5: h5py reads it and has the last word
+    errors_are_final = False
+
+    def __init__(self, dsid, mem_dtype: Optional[np.dtype]):
+        """``mem_dtype``: unused, the dataset's own dtype (see :meth:`can_read`)."""
         super().__init__(dsid)
-        dcpl = dsid.get_create_plist()
-        chunk_shape = tuple(int(c) for c in dcpl.get_chunk())
+        chunks = chunk_shape(dsid)
         self.shape = tuple(int(d) for d in dsid.shape)
-        self.chunk_shape = chunk_shape
-        self.chunk_rows = chunk_shape[0]
-        self.row_bytes = row_bytes
+        self.chunk_shape = chunks
+        self.chunk_rows = chunks[0]
         self.dtype = dsid.dtype
-        self.chunk_bytes = int(np.prod(chunk_shape, dtype=np.int64)) * self.dtype.itemsize
-        self.pipeline = pipeline
-        self.table = ChunkTable(dsid, n_rows, chunk_shape)
-        self.whole_rows = chunk_shape[1:] == self.shape[1:]  # a chunk is whole rows, back to back
+        self.row_bytes = self.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64))
+        self.chunk_bytes = int(np.prod(chunks, dtype=np.int64)) * self.dtype.itemsize
+        self.chain = filter_chain(dsid)
+        self.table = ChunkTable(dsid, self.shape[0], chunks)
+        self.whole_rows = chunks[1:] == self.shape[1:]  # a chunk is whole rows, back to back
         # keep two row bands decoded (reads that stop or start inside one), at most ~256 MiB
         self._cache_chunks = max(CACHED_CHUNKS, min(2 * self.table.band, (256 << 20) // self.chunk_bytes))
         self.inflater_name, self.inflate = inflater()
         self._cache: "OrderedDict[int, np.ndarray]" = OrderedDict()
 
-    def read_into(self, start: int, stop: int, dest: np.ndarray) -> bool:
-        """Rows [start, stop) into ``dest``; False (nothing read) if a chunk was never written."""
-        cr, band = self.chunk_rows, self.table.band
-        first, last = start // cr, (stop - 1) // cr
-        for n in range((first * band), (last + 1) * band):
-            if self.table.locate(n) < 0:
-                return False
-        target = dest if dest.flags.c_contiguous else np.empty(dest.shape, dest.dtype)
-        if self.whole_rows:
-            self._rows_of_whole_row_chunks(start, stop, first, last, target)
-        else:
-            self._rows_of_split_chunks(start, stop, first, last, target)
-        if target is not dest:
-            dest[...] = target
+    @classmethod
+    def can_read(cls, dsid, mem_dtype: Optional[np.dtype]) -> bool:
+        """Whether the dataset is chunked, stored as read, filtered only with deflate and
+        shuffle, and has something to decode: filters, or chunks that cut rows (unfiltered
+        whole-row chunks are plain rows, which :class:`.raw_rows.RawRows` reads)."""
+        chunks = chunk_shape(dsid)
+        if chunks is None or not stored_as_read(dsid, mem_dtype):
+            return False
+        codes = [code for code, _itemsize in filter_chain(dsid)]
+        whole_rows = chunks[1:] == tuple(int(d) for d in dsid.shape[1:])
+        return decodable(codes) and (bool(codes) or not whole_rows)
+
+    @classmethod
+    def describe(cls) -> str:
+        return f"queuepipe's deflate/shuffle decoder ({inflater()[0]})"
+
+    def read_runs(self, starts: np.ndarray, stops: np.ndarray, out_pos: np.ndarray, dest: np.ndarray) -> bool:
+        """Rows ``[starts[i], stops[i])`` into rows ``out_pos[i]...`` of C-contiguous ``dest``;
+        False, having read nothing, if any of their chunks was never written."""
+        runs = list(zip(starts.tolist(), stops.tolist(), out_pos.tolist()))
+        cr, band, locate = self.chunk_rows, self.table.band, self.table.locate
+        for start, stop, _pos in runs:
+            for n in range((start // cr) * band, ((stop - 1) // cr + 1) * band):
+                if locate(n) < 0:
+                    return False
+        for start, stop, pos in runs:
+            first, last, target = start // cr, (stop - 1) // cr, dest[pos:pos + stop - start]
+            if self.whole_rows:
+                self._rows_of_whole_row_chunks(start, stop, first, last, target)
+            else:
+                self._rows_of_split_chunks(start, stop, first, last, target)
         return True
 
     def _rows_of_whole_row_chunks(self, start: int, stop: int, first: int, last: int,
@@ -160,7 +183,7 @@ class DecodedChunks(StoredBytes):
         data = os.pread(self.fd, size, offset)
         if len(data) != size:
             raise self.short_read(size, offset)
-        steps = [f for i, f in reversed(list(enumerate(self.pipeline))) if not mask >> i & 1]
+        steps = [f for i, f in reversed(list(enumerate(self.chain))) if not mask >> i & 1]
         for n, (code, itemsize) in enumerate(steps):
             last = n == len(steps) - 1
             if code == DEFLATE:
@@ -176,12 +199,13 @@ class DecodedChunks(StoredBytes):
 
     def _check_size(self, c: int, got: int, what: str) -> None:
         if got != self.chunk_bytes:
-            raise ValueError(f"chunk at {self.table.coord(c)}: {what} size is {got} bytes, "
-                             f"expected {self.chunk_bytes}")
+            raise HDF5ReadError(f"chunk at {self.table.coord(c)}: {what} size is {got} bytes, "
+                                f"expected {self.chunk_bytes}")
 
 
-def pipeline_of(dsid) -> List[Tuple[int, int]]:
-    """(filter id, shuffle element size) of each filter of a dataset, in HDF5's order."""
+def filter_chain(dsid) -> List[Tuple[int, int]]:
+    """The dataset's HDF5 filter chain, in HDF5's order: (filter id, element size) of each
+    filter (the size is what shuffle needs; the dtype's for other filters)."""
     dcpl = dsid.get_create_plist()
     out = []
     for i in range(dcpl.get_nfilters()):

@@ -1,13 +1,14 @@
 """Where each chunk of a dataset is stored in its file: offset, size, filter mask.
 
-Both fast read paths (:class:`.reader.RawRows`, :class:`.chunk_decode.DecodedChunks`)
+Both readers of stored bytes (:class:`.raw_rows.RawRows`, :class:`.chunk_decode.DecodedChunks`)
 read chunk bytes themselves and need this.  Chunks are numbered row band by row band:
 chunk ``(rc, t)`` -- row band ``rc``, position ``t`` (C order) among the chunks side by
 side in a band -- is number ``rc * band + t``.  A dataset of up to :data:`BULK_CHUNKS`
-chunks is indexed in one HDF5 call when first used (~2 us a chunk, against ~10 us for a
-lookup per chunk); a larger one is looked up chunk by chunk as reads reach it, so
-opening a huge file costs nothing up front.  :class:`StoredBytes` is the file itself,
-opened for reading those bytes.
+chunks is indexed in one HDF5 call when first used (far cheaper per chunk than one
+lookup each); a larger one is looked up chunk by chunk as reads reach it, so opening a
+huge file costs nothing up front.  :class:`StoredBytes` is the file itself, opened for
+reading those bytes, and :func:`stored_as_read` says whether a dataset's stored elements
+are already the values a reader wants.
 """
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ import os
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-from h5py import h5f
+from h5py import h5d, h5f
+
+from ...errors import HDF5ReadError
 
 BULK_CHUNKS = 1 << 16
 UNKNOWN, UNALLOCATED = -2, -1
@@ -88,6 +91,20 @@ class ChunkTable:
         return self.offsets[chunks]
 
 
+def stored_as_read(dsid, mem_dtype: Optional[np.dtype]) -> bool:
+    """Whether the dataset's stored bytes are the values wanted in memory, ``mem_dtype``:
+    numeric, native byte order, no conversion by HDF5 (bools are stored as an enum, so they
+    are left to it), and kept in the HDF5 file itself rather than in external files."""
+    return (mem_dtype is not None and dsid.dtype == mem_dtype and mem_dtype.kind != "b"
+            and dsid.get_create_plist().get_external_count() == 0)
+
+
+def chunk_shape(dsid) -> Optional[Tuple[int, ...]]:
+    """The dataset's chunk shape, or None where it is not chunked."""
+    dcpl = dsid.get_create_plist()
+    return tuple(int(c) for c in dcpl.get_chunk()) if dcpl.get_layout() == h5d.CHUNKED else None
+
+
 class StoredBytes:
     """A dataset's file opened for reading its stored bytes directly, outside HDF5."""
 
@@ -99,8 +116,8 @@ class StoredBytes:
             os.close(self.fd)
             self.fd = None
 
-    def short_read(self, wanted: int, offset: int) -> OSError:
+    def short_read(self, wanted: int, offset: int) -> HDF5ReadError:
         """The error for a read that got fewer bytes than HDF5's layout says are there."""
         size = os.fstat(self.fd).st_size
-        return OSError(f"short read: wanted {wanted} bytes at offset {offset}, the file has {size} bytes "
-                       f"(truncated or rewritten while reading?)")
+        return HDF5ReadError(f"short read: wanted {wanted} bytes at offset {offset}, the file has {size} "
+                             f"bytes (truncated or rewritten while reading?)")

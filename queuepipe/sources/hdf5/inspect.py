@@ -21,15 +21,20 @@ import glob
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Type
 
 import h5py
 import numpy as np
-from h5py import h5d, h5z
+from h5py import h5z
 
 from ...spec import pack_structure
-from .chunk_decode import decodable
+from .chunk_decode import DecodedChunks
+from .h5py_rows import H5pyRows
+from .raw_rows import RawRows
 from ...errors import HDF5FileNotFoundError, HDF5FilterError, HDF5InputError, HDF5TypeError
+
+if TYPE_CHECKING:
+    from .reader import RowReader
 
 ROW_ID = "row_id"
 
@@ -45,6 +50,9 @@ SUPPORTED_NUMERIC = {np.dtype(t) for t in ("bool", "int8", "int16", "int32", "in
                                             "complex64", "complex128")}
 STRING_ROW_BYTES = 64  # a guess at a string's size, for read planning only
 _GLOB = re.compile(r"[*?\[]")
+# The ways a worker can read a dataset's rows, in the order it tries them (see
+# reader.RowReader); each says for itself whether it applies.  h5py reads anything.
+READERS: Tuple[Type["RowReader"], ...] = (RawRows, DecodedChunks, H5pyRows)
 
 
 @dataclass
@@ -82,7 +90,7 @@ class FileInfo:
     n_rows: int
     cache_bytes: List[int]                    # chunk-cache bytes (0: read around the cache)
     filtered_chunk_rows: List[Optional[int]]  # chunk rows of a compressed (filtered) dataset
-    access: List[str]                         # how a worker reads: "raw", "decode" or "h5py" (see reader)
+    readers: List[Tuple[Type["RowReader"], ...]]  # the READERS that apply, in order (h5py last)
     chunk_rows: Optional[int]                 # chunk rows of the widest chunked dataset, if any
 
 
@@ -107,6 +115,23 @@ class Layout:
     def pack(self, leaves: List[Any]) -> Any:
         """Leaves in column order -> the batch structure (one value, tuple or dict)."""
         return pack_structure(self.kind, self.keys, leaves)
+
+
+def needs_inflater(layout: Layout) -> bool:
+    """Whether a worker will decode some dataset with queuepipe's own decoder, so that a bad
+    ``QUEUEPIPE_INFLATE`` can be refused when the pipeline is built."""
+    return any(DecodedChunks in readers for f in layout.files for readers in f.readers)
+
+
+def reads_plain_rows(layout: Layout, file_index: int, dataset_index: int) -> bool:
+    """Whether a worker reads the dataset's rows in that file as plain bytes at their
+    offsets (:class:`.raw_rows.RawRows`), so that small scattered reads are cheap."""
+    return layout.files[file_index].readers[dataset_index][0] is RawRows
+
+
+def read_path_names(layout: Layout, file_index: int) -> List[str]:
+    """How a worker will read each dataset of a file, in words (its first reader's name)."""
+    return [readers[0].describe() for readers in layout.files[file_index].readers]
 
 
 # -- files -----------------------------------------------------------------------------------------
@@ -343,12 +368,10 @@ def missing_filter_message(file: str, path: str, code: int, name: str) -> str:
 
 
 def _file_settings(dset, read: DatasetRead, file: str, path: str, plugin: Dict[int, str]
-                   ) -> Tuple[int, Optional[int], Optional[int], str]:
-    """(chunk-cache bytes, compressed chunk rows, chunk rows, access) of a dataset in a file.
+                   ) -> Tuple[int, Optional[int], Optional[int], Tuple[Type["RowReader"], ...]]:
+    """(chunk-cache bytes, compressed chunk rows, chunk rows, readers) of a dataset in a file.
 
-    access: "raw" -- uncompressed rows are plain bytes at known offsets; "decode" -- other
-    chunked data, compressed only with deflate/shuffle or not at all, decoded by queuepipe
-    (:mod:`.chunk_decode`); "h5py" -- everything else.
+    readers: those of :data:`READERS` that say they can read the dataset, in order.
     """
     filters = filters_of(dset)
     for code, name, _flags in filters:
@@ -358,29 +381,20 @@ def _file_settings(dset, read: DatasetRead, file: str, path: str, plugin: Dict[i
             raise HDF5FilterError(missing_filter_message(file, path, code, name))
         if code not in BUILTIN_FILTERS:
             plugin[code] = name or HDF5PLUGIN_FILTERS.get(code, "unknown")
-    dcpl = dset.id.get_create_plist()
+    readers = tuple(r for r in READERS if r.can_read(dset.id, read.mem_dtype))
     chunks = dset.chunks
-    whole_rows = chunks is None or tuple(chunks[1:]) == tuple(dset.shape[1:])
-    native = (read.kind == "numeric" and dset.dtype == read.mem_dtype and read.mem_dtype.kind != "b"
-              and dcpl.get_external_count() == 0)
-    if native and whole_rows and not filters and dcpl.get_layout() in (h5d.CONTIGUOUS, h5d.CHUNKED):
-        access = "raw"
-    elif native and dcpl.get_layout() == h5d.CHUNKED and decodable(filters):
-        access = "decode"
-    else:
-        access = "h5py"
     if chunks is None:
-        return 0, None, None, access
-    if not filters and whole_rows:
+        return 0, None, None, readers
+    if not filters and tuple(chunks[1:]) == tuple(dset.shape[1:]):
         # a row range of such a chunk is one contiguous piece of the file: read it straight
         # into our buffer around the cache (one copy, not two)
-        return 0, None, int(chunks[0]), access
+        return 0, None, int(chunks[0]), readers
     # cache two bands of chunks (all chunks side by side for one chunk of rows), so reads
     # that share a chunk -- or cut a band into column pieces -- decode/fetch it once
     band = int(np.prod([-(-n // c) for n, c in zip(dset.shape[1:], chunks[1:])], dtype=np.int64))
     chunk_bytes = int(np.prod(chunks, dtype=np.int64)) * max(1, dset.dtype.itemsize)
     cache = int(min(max(1 << 20, 2 * band * chunk_bytes), 256 << 20))
-    return cache, (int(chunks[0]) if filters else None), int(chunks[0]), access
+    return cache, (int(chunks[0]) if filters else None), int(chunks[0]), readers
 
 
 def inspect_files(paths: List[str], datasets: Any, *, with_row_ids: bool = False) -> Layout:
@@ -394,7 +408,7 @@ def inspect_files(paths: List[str], datasets: Any, *, with_row_ids: bool = False
     for fi, file in enumerate(paths):
         with open_checked(file) as f:
             n_rows = None
-            cache, filtered_rows, access, chunk_rows, widest = [], [], [], None, -1
+            cache, filtered_rows, readers, chunk_rows, widest = [], [], [], None, -1
             for di, path in enumerate(dpaths):
                 dset = get_dataset(f, path, file)
                 key = keys[di] if kind == "dict" else None
@@ -415,13 +429,13 @@ def inspect_files(paths: List[str], datasets: Any, *, with_row_ids: bool = False
                     raise HDF5InputError(f"{file}: datasets have different numbers of rows: '{first_path}' "
                                          f"has {n_rows}, '{path}' has {rows} (every selected dataset of a "
                                          f"file must have one row per sample)")
-                c_bytes, f_rows, c_rows, how = _file_settings(dset, read, file, path, plugin)
+                c_bytes, f_rows, c_rows, usable = _file_settings(dset, read, file, path, plugin)
                 cache.append(c_bytes)
                 filtered_rows.append(f_rows)
-                access.append(how)
+                readers.append(usable)
                 if c_rows is not None and read.row_bytes > widest:
                     chunk_rows, widest = c_rows, read.row_bytes
-            files.append(FileInfo(file, n_rows, cache, filtered_rows, access, chunk_rows))
+            files.append(FileInfo(file, n_rows, cache, filtered_rows, readers, chunk_rows))
     if kind == "single" and (len(columns) > 1 or columns[0].field):
         kind, keys = "dict", [c.name for c in columns]
     elif kind == "dict":

@@ -1,226 +1,149 @@
 """Worker-side reading: a worker's own file handles, and the planned reads of one block.
 
-Files are opened here, inside the worker (a thread or a child process), never in
-the parent.  Numeric data is read with low-level h5py calls (~8 us per call, a fifth
-of ``read_direct``'s Python path) straight into the caller's buffers, HDF5 converting
-big-endian data to native order on the way -- or, for uncompressed native-order
-rows, with ``os.preadv`` at their file offsets (:class:`RawRows`), and for
-deflate/shuffle-compressed ones by decoding the stored chunks here, outside h5py's
-lock (:mod:`.chunk_decode`).  Strings and
-compounds are read as numpy arrays and copied into the output columns.  Any failure
-becomes a :class:`HDF5ReadError` naming the file, the dataset, the rows and the cause.
+Files are opened here, inside the worker (a thread or a child process), never in the
+parent.  Numeric rows are read straight into the caller's buffers by the dataset's
+readers (:class:`RowReader`), fastest first: plain rows with ``os.preadv`` at their file
+offsets (:mod:`.raw_rows`), deflate/shuffle chunks decoded here, outside h5py's lock
+(:mod:`.chunk_decode`), and everything else by HDF5 itself (:mod:`.h5py_rows`), which
+converts big-endian data to native order on the way.  Which readers apply to a dataset
+was settled when the pipeline was built (``FileInfo.readers``: each reader's
+``can_read``); each faster one is checked against h5py when a worker opens the dataset.
+Strings and compounds are read as numpy arrays and copied into the output columns.  Any
+failure becomes a :class:`HDF5ReadError` naming the file, the dataset, the rows and the
+cause.
 """
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
-from typing import Dict, List, Optional, Tuple
+from typing import ClassVar, Dict, List, Optional, Protocol, Sequence, Tuple, Type
 
 import h5py
 import numpy as np
-from h5py import h5d, h5p, h5s, h5t
+from h5py import h5d, h5p
 
-from .chunk_decode import DecodedChunks, pipeline_of
-from .chunk_table import ChunkTable, StoredBytes
 from ...errors import HDF5ReadError
+from .h5py_rows import H5pyRows
 from .inspect import Layout, filter_available, filters_of, missing_filter_message
 from .planning import Direct, Plan
 
 MAX_OPEN_FILES = 32
 
 
-class RawRows(StoredBytes):
-    """Rows of an uncompressed, native-order dataset, read with ``os.preadv`` at their offsets.
+class RowReader(Protocol):
+    """One way of reading a dataset's rows into a buffer.
 
-    HDF5 stores such a dataset's rows as plain bytes: contiguously, or in chunks that span
-    whole rows (row r of chunk c at ``chunk_offset + (r - c * chunk_rows) * row_bytes``).
-    Reading them with ``preadv`` costs ~2 us per call instead of ~10 us and releases the
-    GIL.  Checked against h5py when opened; an unallocated chunk (fill value) returns
-    False so the caller reads through h5py instead.
+    Implemented by :class:`.raw_rows.RawRows`, :class:`.chunk_decode.DecodedChunks` and
+    :class:`.h5py_rows.H5pyRows`.  A reader is built as ``cls(dsid, mem_dtype)`` (the
+    dataset's low-level h5py id and the dtype the rows are wanted in) only for a dataset
+    whose ``can_read`` said yes, and is owned by one :class:`_Handle`.
     """
 
-    def __init__(self, dsid, row_bytes: int, n_rows: int):
-        super().__init__(dsid)
-        self.row_bytes = row_bytes
-        dcpl = dsid.get_create_plist()
-        chunks = dcpl.get_chunk() if dcpl.get_layout() == h5d.CHUNKED else None
-        self.chunk_rows = int(chunks[0]) if chunks else None
-        self.contiguous = None if chunks else dsid.get_offset()
-        self.table = ChunkTable(dsid, n_rows, chunks) if chunks else None
+    #: True: an exception from :meth:`read_runs` is the data's fault and is reported.
+    #: False: it may be the reader's own limit, so h5py reads the request instead and
+    #: has the last word (see :meth:`_Handle.read_runs`).
+    errors_are_final: ClassVar[bool]
 
-    def read_into(self, start: int, stop: int, dest: np.ndarray) -> bool:
-        """Rows [start, stop) into C-contiguous ``dest``; False where h5py must read instead."""
-        return self._read_stretch(start, stop, 0, dest)
+    def __init__(self, dsid, mem_dtype: Optional[np.dtype]) -> None: ...
+
+    @classmethod
+    def can_read(cls, dsid, mem_dtype: Optional[np.dtype]) -> bool:
+        """Whether this reader applies to the dataset (asked once, when the pipeline is built)."""
+
+    @classmethod
+    def describe(cls) -> str:
+        """A human name of this way of reading (``queuepipe bench`` prints it per dataset)."""
 
     def read_runs(self, starts: np.ndarray, stops: np.ndarray, out_pos: np.ndarray, dest: np.ndarray) -> bool:
-        """Rows ``[starts[i], stops[i])`` into rows ``out_pos[i]...`` of C-contiguous ``dest``.
+        """Rows ``[starts[i], stops[i])`` (int64 arrays) into rows ``out_pos[i]...`` of
+        C-contiguous ``dest``.  False: this reader cannot serve this request (an unallocated
+        chunk, say), and it has read nothing."""
 
-        Offsets are computed for all runs at once; then one ``preadv`` per stretch that is
-        contiguous both in the file and in ``dest`` (chunk pieces stored one after another
-        merge) in a tight loop.  False, having read nothing, if a chunk is unallocated.
-        """
-        if len(starts) == 1:
-            return self._read_stretch(int(starts[0]), int(stops[0]), int(out_pos[0]), dest)
-        rb, cr = self.row_bytes, self.chunk_rows
-        if cr is None:
-            if self.contiguous is None:
-                return False
-            offsets = self.contiguous + starts * rb
-        else:
-            first, last = starts // cr, (stops - 1) // cr
-            if np.any(last > first):  # cut runs at chunk boundaries
-                pieces = last - first + 1
-                run = np.repeat(np.arange(len(starts)), pieces)
-                chunk = first[run] + np.arange(len(run)) - np.repeat(np.cumsum(pieces) - pieces, pieces)
-                new_starts = np.maximum(starts[run], chunk * cr)
-                stops = np.minimum(stops[run], (chunk + 1) * cr)
-                out_pos = out_pos[run] + (new_starts - starts[run])
-                starts = new_starts
-            else:
-                chunk = first
-            where = self.table.locate_many(chunk)
-            if np.any(where < 0):
-                return False
-            offsets = where + (starts - chunk * cr) * rb
-        offsets, at, sizes = _coalesced(offsets, out_pos * rb, (stops - starts) * rb)
-        self._pread_all(zip(offsets.tolist(), at.tolist(), sizes.tolist()), dest)
-        return True
-
-    def _read_stretch(self, start: int, stop: int, out_row: int, dest: np.ndarray) -> bool:
-        """:meth:`read_runs` for one stretch of rows -- every block of an in-order read -- in
-        plain integer arithmetic: a handful of tiny numpy calls cost more than the loop."""
-        rb, cr = self.row_bytes, self.chunk_rows
-        if cr is None:
-            if self.contiguous is None:
-                return False
-            self._pread_all([(self.contiguous + start * rb, out_row * rb, (stop - start) * rb)], dest)
-            return True
-        pieces: List[List[int]] = []  # [file offset, buffer offset, size], merged when contiguous
-        for c in range(start // cr, (stop - 1) // cr + 1):
-            where = self.table.locate(c)
-            if where < 0:
-                return False
-            lo, hi = max(start, c * cr), min(stop, (c + 1) * cr)
-            off, at, size = where + (lo - c * cr) * rb, (out_row + lo - start) * rb, (hi - lo) * rb
-            last = pieces[-1] if pieces else None
-            if last is not None and last[0] + last[2] == off and last[1] + last[2] == at:
-                last[2] += size
-            else:
-                pieces.append([off, at, size])
-        self._pread_all(pieces, dest)
-        return True
-
-    def _pread_all(self, pieces, dest: np.ndarray) -> None:
-        """``(file offset, byte offset in dest, size)`` each read whole into C-contiguous ``dest``."""
-        flat = dest.reshape(-1).view(np.uint8)
-        fd, preadv = self.fd, os.preadv
-        for off, o, n in pieces:
-            done = 0
-            while done < n:  # the hot loop: one syscall per stretch (the kernel moves <= ~2 GiB a call)
-                got = preadv(fd, [flat[o + done:o + n]], off + done)
-                if got <= 0:  # the end of the file before the end of the data
-                    raise self.short_read(n, off)
-                done += got
-
-
-def _coalesced(offsets: np.ndarray, at: np.ndarray, sizes: np.ndarray):
-    """Byte stretches (file offset, buffer offset, size) with neighbours that continue each other
-    in the file *and* in the buffer merged: chunks HDF5 wrote one after another are read in one
-    call (a block of eight 1 MiB chunks: 1 ``preadv`` instead of 8, and 1 GIL round trip)."""
-    if len(offsets) < 2:
-        return offsets, at, sizes
-    joins = (offsets[1:] == offsets[:-1] + sizes[:-1]) & (at[1:] == at[:-1] + sizes[:-1])
-    if not joins.any():
-        return offsets, at, sizes
-    heads = np.flatnonzero(np.concatenate([[True], ~joins]))
-    return offsets[heads], at[heads], np.add.reduceat(sizes, heads)
-
+    def close(self) -> None:
+        """Release what the reader holds (a file descriptor)."""
 
 
 class _Handle:
-    """One dataset opened in one file, with what each read reuses.
+    """One dataset opened in one file, with its readers, which serve every numeric read.
 
-    ``access`` (from :func:`.inspect._file_settings`) picks the fast path: ``raw`` rows
-    read with ``preadv`` (:class:`RawRows`), ``decode`` chunks decoded here
-    (:class:`.chunk_decode.DecodedChunks`), or h5py for everything.  A fast path is
-    used only if a few rows read through it equal h5py's when the dataset is opened.
+    ``readers``: the reader classes the layout lists for this dataset, in the order they
+    are tried, h5py last.  h5py's reader is the reference: any other is kept only if a few
+    rows read through it equal h5py's when the dataset is opened.
     """
 
-    def __init__(self, f, path: str, cache_bytes: int, mem_dtype: Optional[np.dtype], access: str):
+    def __init__(self, f, path: str, cache_bytes: int, mem_dtype: Optional[np.dtype],
+                 readers: Sequence[Type[RowReader]]):
         dapl = h5p.create(h5p.DATASET_ACCESS)
         # 0 bytes: uncompressed chunks are read straight into our buffers, not via the cache
         dapl.set_chunk_cache(1009 if cache_bytes else 0, cache_bytes, 1.0)
         self.dsid = h5d.open(f.id, path.encode("utf-8"), dapl)
         self.dataset = h5py.Dataset(self.dsid)
-        self.fspace = self.dsid.get_space()
-        self.rest = tuple(self.fspace.shape[1:])
-        self.zeros = (0,) * len(self.rest)
-        self.mtype = h5t.py_create(mem_dtype) if mem_dtype is not None else None
-        self.raw: Optional[RawRows] = None
-        self.decoded: Optional[DecodedChunks] = None
-        if access == "raw":
-            self.raw = self._checked(self._make_raw)
-        elif access == "decode":
-            self.decoded = self._checked(self._make_decoded)
+        self.h5py = H5pyRows(self.dsid, mem_dtype)
+        opened = (self.h5py if cls is H5pyRows else self._checked(cls, mem_dtype) for cls in readers)
+        self.readers: List[RowReader] = [r for r in opened if r is not None]
 
-    def _make_raw(self, row_bytes: int) -> RawRows:
-        return RawRows(self.dsid, row_bytes, self.dataset.shape[0])
-
-    def _make_decoded(self, row_bytes: int) -> DecodedChunks:
-        return DecodedChunks(self.dsid, self.dataset.shape[0], row_bytes, pipeline_of(self.dsid))
-
-    def _checked(self, make):
-        """``make(row_bytes)``'s reader if rows read through it equal h5py's, else None."""
-        row = np.empty((1,) + self.dataset.shape[1:], self.dataset.dtype)
+    def _checked(self, cls: Type[RowReader], mem_dtype: Optional[np.dtype]) -> Optional[RowReader]:
+        """A ``cls`` reader of this dataset if rows read through it equal h5py's, else None."""
         try:
-            fast = make(row.nbytes)
+            reader = cls(self.dsid, mem_dtype)
         except Exception:
             return None
+        row = np.empty((1,) + self.dataset.shape[1:], self.dataset.dtype)
         probes = {0, self.dataset.shape[0] - 1}
         if self.dataset.chunks is not None and self.dsid.get_num_chunks():
             probes.add(int(self.dsid.get_chunk_info(0).chunk_offset[0]))  # an allocated chunk
-        checked = 0
+        checked, at_zero = 0, np.zeros(1, np.int64)
         try:
             for r in sorted(probes):
-                probe = np.empty_like(row)
-                if fast.read_into(r, r + 1, probe):
-                    self._h5py_read(r, r + 1, row)
+                probe, first = np.empty_like(row), np.array([r], np.int64)
+                if reader.read_runs(first, first + 1, at_zero, probe):
+                    self.h5py.read_stretch(r, r + 1, row)
                     if row.tobytes() != probe.tobytes():
-                        raise ValueError("fast-path bytes differ from h5py's")
+                        raise ValueError("the reader's bytes differ from h5py's")
                     checked += 1
         except Exception:
             checked = 0
         if not checked:
-            fast.close()
+            reader.close()
             return None
-        return fast
+        return reader
 
     def close(self) -> None:
-        for fast in (self.raw, self.decoded):
-            if fast is not None:
-                fast.close()
+        for reader in self.readers:
+            reader.close()
 
-    def read_into(self, start: int, stop: int, dest: np.ndarray) -> None:
-        if self.raw is not None and self.raw.read_into(start, stop, dest):
-            return
-        if self.decoded is not None:
+    def read_runs(self, starts: np.ndarray, stops: np.ndarray, out_pos: np.ndarray, dest: np.ndarray) -> None:
+        """Rows ``[starts[i], stops[i])`` into rows ``out_pos[i]...`` of C-contiguous ``dest``.
+
+        The readers are asked in order.  One that cannot serve a request passes it on -- a
+        request of several runs is first split into single runs, so only the runs it
+        cannot serve (those touching an unallocated chunk) go further down the list.  An
+        error from a reader whose errors are not final (the decoder) is overruled by h5py
+        (:meth:`_overrule`); any other error is raised.
+        """
+        for reader in self.readers:
             try:
-                if self.decoded.read_into(start, stop, dest):
+                if reader.read_runs(starts, stops, out_pos, dest):
                     return
             except Exception:
-                # a chunk that does not decode here: h5py reads it, and its error (naming
-                # HDF5's reason) is the one reported; if h5py can read what we could not,
-                # our decoder is wrong for this data and h5py reads the rest too
-                self._h5py_read(start, stop, dest)
-                self.decoded.close()
-                self.decoded = None
+                if reader.errors_are_final:
+                    raise
+                self._overrule(reader, starts, stops, out_pos, dest)
                 return
-        self._h5py_read(start, stop, dest)
+            if len(starts) > 1:
+                for i in range(len(starts)):
+                    self.read_runs(starts[i:i + 1], stops[i:i + 1], out_pos[i:i + 1], dest)
+                return
+        raise HDF5ReadError("none of this dataset's readers could read these rows")
 
-    def _h5py_read(self, start: int, stop: int, dest: np.ndarray) -> None:
-        n = stop - start
-        self.fspace.select_hyperslab((start,) + self.zeros, (n,) + self.rest)
-        self.dsid.read(h5s.create_simple((n,) + self.rest), self.fspace, dest, self.mtype)
+    def _overrule(self, reader: RowReader, starts: np.ndarray, stops: np.ndarray, out_pos: np.ndarray,
+                  dest: np.ndarray) -> None:
+        """h5py reads a request ``reader`` failed on.  If h5py fails too, its error -- naming
+        HDF5's reason -- is the one reported, and ``reader`` stays.  If h5py reads what
+        ``reader`` could not, ``reader`` is wrong for this data: it is dropped for this
+        dataset, and the readers after it serve the rest."""
+        self.h5py.read_runs(starts, stops, out_pos, dest)
+        self.readers = [r for r in self.readers if r is not reader]
+        reader.close()
 
 
 def _failing_chunk(handle: _Handle, start: int, stop: int) -> Optional[Tuple[int, int]]:
@@ -278,7 +201,7 @@ class WorkerFiles:
         handle = handles.get(di)
         if handle is None:
             read, info = self.layout.datasets[di], self.layout.files[fi]
-            handle = _Handle(f, read.path, info.cache_bytes[di], read.mem_dtype, info.access[di])
+            handle = _Handle(f, read.path, info.cache_bytes[di], read.mem_dtype, info.readers[di])
             handles[di] = handle
         return handle
 
@@ -286,8 +209,9 @@ class WorkerFiles:
         info = self.layout.files[fi]
         path = self.layout.datasets[di].path
         first = sum(f.n_rows for f in self.layout.files[:fi])
+        cause = str(exc) if isinstance(exc, HDF5ReadError) else f"{type(exc).__name__}: {exc}"
         message = (f"{info.path}: dataset '{path}': reading rows {start}..{stop - 1} (global rows "
-                   f"{first + start}..{first + stop - 1}) failed: {type(exc).__name__}: {exc}")
+                   f"{first + start}..{first + stop - 1}) failed: {cause}")
         try:
             handle = self._open[fi][1].get(di)
             if handle is not None:
@@ -302,7 +226,7 @@ class WorkerFiles:
         return HDF5ReadError(message)
 
     # -- reads -------------------------------------------------------------------------------------
-    def run(self, di: int, plan: Plan, columns: List[np.ndarray]) -> None:
+    def read_plan(self, di: int, plan: Plan, columns: List[np.ndarray]) -> None:
         """Carry out dataset ``di``'s plan for one block, into the block's output ``columns``."""
         ds = self.layout.datasets[di]
         outs = [columns[c] for c in ds.columns]
@@ -318,33 +242,31 @@ class WorkerFiles:
                     dest = out[gather.out_pos:gather.out_pos + len(gather.take)]
                     np.take(src, gather.take, axis=0, out=dest)
 
+
     def _run_direct(self, di: int, direct: Direct, outs: List[np.ndarray]) -> None:
+        """Runs of rows read straight into their places in the output columns."""
+        numeric = self.layout.datasets[di].kind == "numeric"
         files = direct.files
         one_file = bool(np.all(files == files[0]))
         for fi in ([int(files[0])] if one_file else np.unique(files).tolist()):
             mine = slice(None) if one_file else files == fi
             starts, stops, out_pos = direct.starts[mine], direct.stops[mine], direct.out_pos[mine]
-            handle = self._handle(fi, di)
-            if handle.raw is not None:
-                try:
-                    if handle.raw.read_runs(starts, stops, out_pos, outs[0]):
-                        continue
-                except Exception as exc:
-                    raise self._failed(exc, fi, di, int(starts.min()), int(stops.max())) from exc
-            for start, stop, pos in zip(starts.tolist(), stops.tolist(), out_pos.tolist()):
-                self._direct(fi, di, start, stop, [o[pos:pos + stop - start] for o in outs])
+            if not numeric:
+                for start, stop, pos in zip(starts.tolist(), stops.tolist(), out_pos.tolist()):
+                    self._records(fi, di, start, stop, [o[pos:pos + stop - start] for o in outs])
+                continue
+            try:  # every block of an in-order read comes here: one call down to the reader
+                self._handle(fi, di).read_runs(starts, stops, out_pos, outs[0])
+            except Exception as exc:
+                raise self._failed(exc, fi, di, int(starts.min()), int(stops.max())) from exc
 
-    def _direct(self, fi: int, di: int, start: int, stop: int, dests: List[np.ndarray]) -> None:
-        ds = self.layout.datasets[di]
+    def _records(self, fi: int, di: int, start: int, stop: int, dests: List[np.ndarray]) -> None:
+        """Rows [start, stop) of a string or compound dataset, copied into ``dests`` (one per column)."""
         try:
-            handle = self._handle(fi, di)
-            if ds.kind == "numeric":
-                handle.read_into(start, stop, dests[0])
-                return
-            data = handle.dataset[start:stop]
+            data = self._handle(fi, di).dataset[start:stop]
         except Exception as exc:
             raise self._failed(exc, fi, di, start, stop) from exc
-        for dest, col in zip(dests, ds.columns):
+        for dest, col in zip(dests, self.layout.datasets[di].columns):
             dest[...] = _field(data, self.layout.columns[col].field)
 
     def _slabs(self, di: int, slabs: List[Tuple[int, int, int]]) -> List[np.ndarray]:
@@ -359,19 +281,16 @@ class WorkerFiles:
                                    + col.shape, col.dtype)
                 self._scratch[di] = scratch
             pos, first = 0, 0
-            while first < len(slabs):  # consecutive slabs of one file: one vectorised raw call
+            while first < len(slabs):  # consecutive slabs of one file: one request
                 fi, last = slabs[first][0], first + 1
                 while last < len(slabs) and slabs[last][0] == fi:
                     last += 1
                 group = slabs[first:last]
-                handle = self._handle(fi, di)
                 starts = np.array([s[1] for s in group], dtype=np.int64)
                 stops = np.array([s[2] for s in group], dtype=np.int64)
                 at = pos + np.concatenate([[0], np.cumsum(stops - starts)[:-1]]).astype(np.int64)
                 try:
-                    if handle.raw is None or not handle.raw.read_runs(starts, stops, at, scratch):
-                        for start, stop, a in zip(starts.tolist(), stops.tolist(), at.tolist()):
-                            handle.read_into(start, stop, scratch[a:a + stop - start])
+                    self._handle(fi, di).read_runs(starts, stops, at, scratch)
                 except Exception as exc:
                     raise self._failed(exc, fi, di, int(starts.min()), int(stops.max())) from exc
                 pos += int((stops - starts).sum())
