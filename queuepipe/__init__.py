@@ -1,14 +1,20 @@
 """queuepipe: feed tf.compat.v1 session graphs from generators and HDF5 files on many workers.
 
-Importing queuepipe does not import TensorFlow (worker processes import only the
-TF-free core); the entry points that build graph ops import it on first use.
-Importing never changes TensorFlow's global state.
+The public surface is this module: :func:`from_generator`, :func:`from_hdf5`,
+:func:`running`, :func:`worker_info` / :class:`WorkerInfo`, :class:`Pipeline` and the
+errors (:mod:`queuepipe.errors` lists them all).  Importing queuepipe imports neither
+TensorFlow nor h5py (worker processes import only the TF-free parts); the entry points
+that build graph ops import them on first use.  Importing never changes TensorFlow's
+global state.  How the pieces fit: DESIGN.md.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import QueuepipeError, SpecError, WorkerDiedError
+from .api import from_generator, from_hdf5, running
+from .errors import (ArgumentError, ArgumentTypeError, GraphModeError, HDF5FileNotFoundError, HDF5FilterError,
+                     HDF5InputError, HDF5ReadError, HDF5SelectionError, HDF5TypeError, QueuepipeError,
+                     SpecError, WorkerDiedError)
 from .workers.info import WorkerInfo, worker_info
 
 if TYPE_CHECKING:  # for annotations only: importing the TF layer here would import TensorFlow
@@ -17,41 +23,13 @@ if TYPE_CHECKING:  # for annotations only: importing the TF layer here would imp
 __version__ = "0.1.0"
 
 __all__ = ["from_generator", "from_hdf5", "running", "worker_info", "WorkerInfo", "Pipeline",
-           "QueuepipeError", "SpecError", "WorkerDiedError", "__version__"]
-
-
-def from_generator(*args: Any, **kwargs: Any) -> Pipeline:
-    """Batch tensors fed from a Python generator by background workers.
-
-    ``from_generator(generator, output_types, output_shapes=None, *, batch_size, workers=1,
-    mode="thread", yields="samples", shuffle=False, seed=None, num_epochs=1, ...)``; the full
-    documentation is :func:`queuepipe.api.from_generator`.
-    """
-    from .api import from_generator as impl
-    return impl(*args, **kwargs)
-
-
-def from_hdf5(*args: Any, **kwargs: Any) -> Pipeline:
-    """Batch tensors of selected rows of HDF5 datasets, read by background workers.
-
-    ``from_hdf5(files, datasets, *, rows=None, batch_size, workers=1, shuffle=False, seed=None,
-    num_epochs=1, map_fn=None, shard=None, with_row_ids=False, ...)``; the full documentation
-    is :func:`queuepipe.hdf5_api.from_hdf5`.
-    """
-    from .hdf5_api import from_hdf5 as impl
-    return impl(*args, **kwargs)
-
-
-def running(*args: Any, **kwargs: Any):
-    """``with queuepipe.running(sess) as coord:`` -- start every queue runner of the session's
-    graph; on exit stop, cancel, join, and re-raise a worker failure.  See :func:`queuepipe.session.running`.
-    """
-    from .tf.session import running as impl
-    return impl(*args, **kwargs)
+           "QueuepipeError", "ArgumentError", "ArgumentTypeError", "GraphModeError", "SpecError",
+           "WorkerDiedError", "HDF5InputError", "HDF5FileNotFoundError", "HDF5SelectionError",
+           "HDF5FilterError", "HDF5TypeError", "HDF5ReadError", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "Pipeline":
+    if name == "Pipeline":  # the class lives in the TF layer: import it only when asked for
         from .tf.pipeline import Pipeline
         return Pipeline
     raise AttributeError(f"module 'queuepipe' has no attribute {name!r}")

@@ -1,91 +1,24 @@
-"""The public entry points that build pipelines."""
+"""The public entry points: ``from_generator``, ``from_hdf5`` and ``running``.
+
+Each front door checks its own arguments, builds its source and hands it, with one
+:class:`~queuepipe.options.PipelineOptions`, to :func:`queuepipe.build.build`.  This
+module imports neither TensorFlow nor h5py: they are imported when a pipeline is
+built, so ``import queuepipe`` stays cheap and TF-free (worker processes rely on it).
+"""
 from __future__ import annotations
 
-import math
-import random
-from typing import Any, Optional
+import pickle
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Optional, Tuple
 
-from .sources.generator import GeneratorSource
-from .workers.worker import ThreadBackend, WorkerPlan
-from .workers.runtime import PipelineRuntime
-from .spec import Spec
-from .tf.pipeline import Pipeline, build_pipeline, tf_dtypes_of
+import numpy as np
 
-MODES = ("thread", "process")
-BLOCK_TARGET_BYTES = 8 << 20
+from .errors import ArgumentError, ArgumentTypeError, HDF5InputError, HDF5TypeError
+from .options import PipelineOptions
 
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def default_batches_per_block(spec: Spec, batch_size: int) -> int:
-    """Batches per py_func call: about 8 MiB per call (fewer calls, less overhead), 1..32.
-
-    8 rather than 4 MiB: shuffled partial HDF5 reads (W3) ran ~20 % faster with process workers
-    and ~25 % with threads; in-order and compressed reads (W1, W5) did not change."""
-    if spec.any_padded:
-        return 1
-    row = spec.row_nbytes()
-    if not row:
-        return 8
-    return int(max(1, min(32, BLOCK_TARGET_BYTES // max(1, row * batch_size))))
-
-
-def default_shuffle_rows(batch_size: int, batches_per_block: int) -> int:
-    """Shuffle buffer rows when the user names none: 16 batches, and at least two blocks, so
-    every draw mixes rows of two or more blocks (a source's read units)."""
-    return max(16, 2 * batches_per_block) * batch_size
-
-
-def make_pipeline(source: Any, spec: Spec, output_types: Any, *, batch_size: int, workers: int,
-                  mode: str, shuffle: bool, min_after_dequeue: Optional[int], seed: Optional[int],
-                  capacity: Optional[int], allow_smaller_final_batch: bool,
-                  batches_per_block: Optional[int], name: Optional[str],
-                  start_method: Optional[str] = None) -> Pipeline:
-    """Shared tail of from_generator / from_hdf5: plan the workers, build the graph part."""
+if TYPE_CHECKING:  # annotations only: importing these here would import TensorFlow
     import tensorflow as tf
-    if tf.executing_eagerly():  # before any worker exists
-        raise RuntimeError(
-            "queuepipe builds tf.compat.v1 graph ops (queues, queue runners) and TensorFlow is in eager "
-            "mode here: build the pipeline inside `with tf.Graph().as_default():`, or call "
-            "tf.compat.v1.disable_eager_execution() at program start")
-    batch_size = _positive_int("batch_size", batch_size)
-    workers = _positive_int("workers", workers)
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    per_block = (_positive_int("batches_per_block", batches_per_block) if batches_per_block is not None
-                 else default_batches_per_block(spec, batch_size))
-    if spec.any_padded:
-        per_block = 1
-    shuffle_rows = 0
-    if shuffle:
-        shuffle_rows = (default_shuffle_rows(batch_size, per_block) if min_after_dequeue is None
-                        else max(0, int(min_after_dequeue)))
-        shuffle_rows = max(shuffle_rows, 1)
-    if seed is None:
-        seed = random.SystemRandom().getrandbits(63)
-    plan = WorkerPlan(source=source, spec=spec, count=workers, batch_size=batch_size,
-                      max_batches=per_block, shuffle_rows=shuffle_rows, seed=int(seed))
-    if capacity is None:
-        capacity_batches = max(8, 2 * workers * per_block)
-    else:
-        capacity_batches = max(1, math.ceil(_positive_int("capacity", capacity) / batch_size))
-    if mode == "thread":
-        def make_backend(i: int):
-            return ThreadBackend(plan, i)
-    else:
-        from .workers.process.parent import ProcessWorkers
-        pool = ProcessWorkers(plan, start_method=start_method,
-                              n_slots=ProcessWorkers.slots_for_capacity(capacity_batches, per_block))
-        make_backend = pool.backend
-    runtime = PipelineRuntime(spec, workers, batch_size, allow_smaller_final_batch, make_backend, mode,
-                              batches_per_block=per_block)
-    return build_pipeline(runtime, spec, output_types, batch_size=batch_size,
-                          capacity_batches=capacity_batches, batches_per_block=per_block,
-                          allow_smaller_final_batch=allow_smaller_final_batch, name=name)
+
+    from .tf.pipeline import Pipeline
 
 
 def from_generator(generator: Any, output_types: Any, output_shapes: Any = None, *, batch_size: int,
@@ -94,7 +27,7 @@ def from_generator(generator: Any, output_types: Any, output_shapes: Any = None,
                    seed: Optional[int] = None, num_epochs: Optional[int] = 1,
                    capacity: Optional[int] = None, allow_smaller_final_batch: bool = False,
                    dynamic_pad: bool = False, batches_per_block: Optional[int] = None,
-                   name: Optional[str] = None, start_method: Optional[str] = None) -> Pipeline:
+                   name: Optional[str] = None, start_method: Optional[str] = None) -> "Pipeline":
     """Batch tensors fed from a Python generator by ``workers`` background workers.
 
     generator: a callable returning an iterator -- called once per worker (and per
@@ -118,23 +51,171 @@ def from_generator(generator: Any, output_types: Any, output_shapes: Any = None,
     capacity: samples buffered in the queue (rounded up to whole batches).
     mode: "thread" or "process" (a child process per worker; see README for when).
     """
+    from .build import build, check_graph_mode
+    from .options import resolved_sizes
+    from .sources.generator import GeneratorSource
+    from .spec import Spec
+    from .tf.pipeline import tf_dtypes_of
+
     if yields not in ("samples", "blocks"):
-        raise ValueError(f"yields must be 'samples' or 'blocks', got {yields!r}")
-    if num_epochs is not None and (isinstance(num_epochs, bool) or not isinstance(num_epochs, int)
-                                   or num_epochs < 1):
-        raise ValueError(f"num_epochs must be a positive int or None, got {num_epochs!r}")
+        raise ArgumentError(f"yields must be 'samples' or 'blocks', got {yields!r}")
+    options = PipelineOptions(batch_size=batch_size, workers=workers, mode=mode, shuffle=shuffle,
+                              min_after_dequeue=min_after_dequeue, seed=seed, num_epochs=num_epochs,
+                              capacity=capacity, allow_smaller_final_batch=allow_smaller_final_batch,
+                              batches_per_block=batches_per_block, name=name, start_method=start_method)
+    check_graph_mode()
     _, np_types = tf_dtypes_of(output_types)
     spec = Spec.build(np_types, output_shapes, dynamic_pad=dynamic_pad)
-    source = GeneratorSource(generator, spec, yields=yields, num_epochs=num_epochs,
-                             chunk_rows=batch_size if isinstance(batch_size, int) and batch_size > 0 else 1)
+    source = GeneratorSource(generator, spec, yields=yields, num_epochs=num_epochs, chunk_rows=batch_size)
     if source.shared is not None:
         if num_epochs != 1:
-            raise ValueError("an iterator object can only be run once (num_epochs=1); pass a callable "
-                             "that returns a new iterator (e.g. obj.generate_data) to repeat epochs")
+            raise ArgumentError("an iterator object can only be run once (num_epochs=1); pass a callable "
+                                "that returns a new iterator (e.g. obj.generate_data) to repeat epochs")
         if mode == "process":
-            raise ValueError("mode='process' needs a callable that returns an iterator (each child "
-                             "process runs its own); an iterator object cannot be shared across processes")
-    return make_pipeline(source, spec, output_types, batch_size=batch_size, workers=workers, mode=mode,
-                         shuffle=shuffle, min_after_dequeue=min_after_dequeue, seed=seed,
-                         capacity=capacity, allow_smaller_final_batch=allow_smaller_final_batch,
-                         batches_per_block=batches_per_block, name=name, start_method=start_method)
+            raise ArgumentError("mode='process' needs a callable that returns an iterator (each child "
+                                "process runs its own); an iterator object cannot be shared across processes")
+    return build(source, output_types, options, resolved_sizes(options, spec))
+
+
+def from_hdf5(files: Any, datasets: Any, *, rows: Any = None, batch_size: int, workers: int = 1,
+              mode: str = "thread", shuffle: bool = False, min_after_dequeue: Optional[int] = None,
+              seed: Optional[int] = None, num_epochs: Optional[int] = 1,
+              map_fn: Optional[Callable[[Any], Any]] = None, output_types: Any = None,
+              output_shapes: Any = None, map_per_sample: bool = False,
+              shard: Optional[Tuple[int, int]] = None, with_row_ids: bool = False,
+              capacity: Optional[int] = None, allow_smaller_final_batch: bool = False,
+              batches_per_block: Optional[int] = None, name: Optional[str] = None,
+              start_method: Optional[str] = None) -> "Pipeline":
+    """Batch tensors of selected rows of HDF5 datasets, read by ``workers`` background workers.
+
+    files: a path, a glob pattern (matches sorted by name) or a list of them.  Several
+        files form one logical dataset, in the given order; a row's *global id* is its
+        position in the concatenation of all files' rows.
+    datasets: a dataset path (``.batch`` is one tensor), a list/tuple of paths (a tuple
+        of tensors) or a dict ``{name: path}`` (a dict of tensors).  Soft and external
+        links are followed.  All selected datasets of a file must have the same number
+        of rows; every file must have the same datasets with the same row shape/dtype.
+        Numeric dtypes (big-endian ones converted to native order), fixed- and
+        variable-length strings (``tf.string``, as bytes) and compound dtypes are
+        supported.  A compound dataset gives one tensor per leaf field: key
+        ``"<name>.<field>"`` (nested: ``"<name>.<field>.<sub>"``) in a dict of datasets,
+        key ``"<field>"`` for a single compound dataset; in a tuple it is refused.
+    rows: which rows, in which order: None (all), a slice, an index array (in any order,
+        delivered in that order; duplicates delivered once per occurrence), a boolean
+        mask over all rows, a list of ``(start, stop)`` ranges, or a callable
+        ``(path, n_rows) -> one of these`` giving each file's own (file-local) rows.
+        Except for the callable, a selection applies to global ids.
+    with_row_ids: add an int64 tensor of global row ids: the last tuple element, or key
+        ``"row_id"``; for a single dataset ``.batch`` becomes ``(data, row_id)``.
+    shard: ``(index, count)``: deliver only part ``index`` of ``count`` contiguous,
+        disjoint, near-equal parts of the selection (one per distributed trainer).
+    shuffle / seed / min_after_dequeue: how shuffling works, and what it costs --
+        the selection is cut into *blocks* of ``batches_per_block`` whole batches (whole
+        HDF5 chunks where that fits), each read with one call per dataset.  Every epoch
+        the block order is permuted (from ``seed``: the same permutation in every
+        worker, blocks dealt to workers in turn), then each worker mixes rows through a
+        shuffle buffer of at least ``min_after_dequeue`` rows (default: 16 batches or
+        two blocks, whichever is more).  So a row's neighbours come from the ~buffer/block
+        blocks in the buffer at that time, not from the whole selection: raise
+        ``min_after_dequeue`` (memory: that many rows per worker, plus one copy of every
+        row) or lower ``batches_per_block`` (more, smaller reads) for better mixing.
+        Reads stay sequential within a block, which is what keeps shuffled reading fast.
+        With ``seed`` and one worker the order is reproducible.
+    num_epochs: passes over the selection (None: forever).  Each epoch delivers every
+        selected row exactly once across all workers; epochs run on without a gap.
+    map_fn: numpy preprocessing run inside the workers: called on whole blocks (the
+        structure ``.batch`` would have, with a leading row dim; it may return any
+        number of rows; row ids included with ``with_row_ids``) -- or per sample with
+        ``map_per_sample=True``.  Its results
+        define ``.batch``: declare them with ``output_types`` (and ``output_shapes``)
+        as in ``from_generator``.  For ``mode="process"`` it must be picklable.
+    workers / mode / capacity / allow_smaller_final_batch / batches_per_block / name /
+        start_method: as in ``from_generator``.  With ``shuffle=False`` and one worker
+        rows arrive in selection order; several workers read blocks in parallel, so
+        block order then interleaves.
+
+    Files and datasets are checked here, before any worker starts: a missing, empty,
+    truncated or non-HDF5 file, a missing dataset or dangling link, a scalar or 0-row
+    dataset, row counts that differ, an out-of-range selection, an unsupported dtype or
+    a compression filter that is not available (install and ``import hdf5plugin``)
+    raises a clear error naming the file, the dataset and the reason.  A read that
+    fails later (a corrupt chunk) raises :class:`queuepipe.HDF5ReadError`
+    at the next ``sess.run`` of the batch, naming file, dataset, rows and h5py's error.
+    """
+    options = PipelineOptions(batch_size=batch_size, workers=workers, mode=mode, shuffle=shuffle,
+                              min_after_dequeue=min_after_dequeue, seed=seed, num_epochs=num_epochs,
+                              capacity=capacity, allow_smaller_final_batch=allow_smaller_final_batch,
+                              batches_per_block=batches_per_block, name=name, start_method=start_method)
+    if map_fn is None and (output_types is not None or output_shapes is not None or map_per_sample):
+        raise ArgumentError("output_types / output_shapes / map_per_sample describe map_fn's results; "
+                            "without map_fn the batch structure comes from the datasets")
+    if map_fn is not None and not callable(map_fn):
+        raise ArgumentTypeError(f"map_fn must be callable, got {type(map_fn).__name__}")
+    if map_fn is not None and output_types is None:
+        raise ArgumentError("map_fn needs output_types (and ideally output_shapes) describing what it "
+                            "returns, as in from_generator")
+    if map_fn is not None and mode == "process":
+        try:
+            pickle.dumps(map_fn)
+        except Exception as exc:
+            raise ArgumentTypeError(
+                f"mode='process' sends map_fn to each worker process: map_fn must be picklable, "
+                f"but pickling failed: {exc}. Use a top-level function or functools.partial(top_level_fn, "
+                f"...), not a lambda or nested function") from None
+    shard = _check_shard(shard)
+
+    from .build import build, check_graph_mode
+    from .sources.hdf5.inspect import inspect_files, resolve_files
+    from .sources.hdf5.selection import select
+    from .sources.hdf5.source import plan_source
+    from .spec import Spec
+    from .tf.pipeline import tf_dtypes_of
+
+    check_graph_mode()
+    layout = inspect_files(resolve_files(files), datasets, with_row_ids=with_row_ids)
+    selection = select(rows, [(f.path, f.n_rows) for f in layout.files])
+    if shard is not None:
+        selection = selection.shard(*shard)
+    if shuffle:
+        selection = selection.sorted()  # order is random anyway: read in file order
+    if map_fn is None:
+        import tensorflow as tf
+        output_types = layout.pack([tf.string if c.dtype == object else tf.as_dtype(c.dtype)
+                                    for c in layout.columns])
+        spec = Spec.build(layout.pack([c.dtype for c in layout.columns]),
+                          layout.pack([c.shape for c in layout.columns]))
+    else:
+        _, np_types = tf_dtypes_of(output_types)
+        spec = Spec.build(np_types, output_shapes)
+    source, sizes = plan_source(layout, selection, spec, options, map_fn=map_fn, map_per_sample=map_per_sample)
+    return build(source, output_types, options, sizes)
+
+
+def running(sess: "tf.compat.v1.Session", *, coord: Optional["tf.compat.v1.train.Coordinator"] = None,
+            stop_grace_period_secs: float = 10.0) -> ContextManager["tf.compat.v1.train.Coordinator"]:
+    """``with queuepipe.running(sess) as coord:`` -- start every queue runner of ``sess.graph``
+    under a Coordinator (``coord`` or a new one) and yield it.
+
+    On exit -- normal, end of data, an exception or Ctrl-C -- it requests stop, cancels
+    pending enqueues, stops the workers and joins all threads (waiting at most
+    ``stop_grace_period_secs`` for them).  A worker failure is raised here (its original
+    exception) even if the body ended early or saw only an end of data.  The shutdown
+    order is DESIGN.md's "Shutdown".
+    """
+    from .tf.session import running as start
+    return start(sess, coord=coord, stop_grace_period_secs=stop_grace_period_secs)
+
+
+def _check_shard(shard: Any) -> Optional[Tuple[int, int]]:
+    if shard is None:
+        return None
+    try:
+        index, count = shard
+        ok = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (index, count))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise HDF5TypeError(f"shard must be a pair (index, count) of ints, got {shard!r}")
+    if count < 1 or not 0 <= index < count:
+        raise HDF5InputError(f"shard=({index}, {count}): need count >= 1 and 0 <= index < count")
+    return int(index), int(count)

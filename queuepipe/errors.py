@@ -1,4 +1,44 @@
-"""Errors queuepipe raises, and how a worker's failure travels to the user's main thread."""
+"""Every error queuepipe raises or passes on, on one page.
+
+Raised to users (all importable from ``queuepipe``).  Everything queuepipe refuses is a
+:class:`QueuepipeError`, and also the built-in type a caller would catch anyway:
+
+===========================  ==================  ==================================================
+class                        also a              raised when
+===========================  ==================  ==================================================
+``ArgumentError``            ValueError          an argument has a bad value (``batch_size=0``, ``mode="x"``)
+``ArgumentTypeError``        TypeError           an argument has a bad type (an unpicklable generator
+                                                 for ``mode="process"``, a non-callable ``map_fn``)
+``GraphModeError``           RuntimeError        a pipeline is built while TensorFlow executes eagerly
+``SpecError``                ValueError          a sample/block does not match the declared structure,
+                                                 dtype or shape (build time or in a worker)
+``WorkerDiedError``          RuntimeError        a worker process ended without saying why (signal, crash)
+``HDF5InputError``           ValueError          files/datasets/selection cannot be read as asked
+``HDF5FileNotFoundError``    FileNotFoundError   a file, glob or external link target is missing
+``HDF5SelectionError``       IndexError          a selection reaches outside the rows, or is empty
+``HDF5FilterError``          ValueError          a dataset needs a filter this process cannot decode
+``HDF5TypeError``            TypeError           a dtype TensorFlow cannot take, or a bad ``shard=``
+``HDF5ReadError``            OSError             a read failed while running (corrupt chunk, short file)
+===========================  ==================  ==================================================
+
+The user's own exceptions (from a generator or ``map_fn``) are passed through: the
+original object, same type and message, annotated once with the failing worker
+(:meth:`WorkerFailure.to_raise`); from a process worker it is rebuilt in the parent
+with the child's traceback as ``__cause__`` (:class:`RemoteTraceback`).  It reaches
+the user twice: inside ``sess.run`` as a ``tf.errors.OpError`` whose message carries
+its type and text (the graph's error gate), and from ``queuepipe.running()``'s exit as
+the original exception.
+
+Internal signals, never seen by users:
+
+* :class:`EndOfStream` -- a worker has delivered everything (its tail included), or its
+  run is stopping; the runtime then raises ``StopIteration`` from ``pull``, which TF
+  turns into ``OutOfRangeError`` for that worker's enqueue op (TF1's end-of-data rule).
+* :class:`FailureSignal` -- carries a :class:`WorkerFailure` (the record) from a worker's
+  loop or process backend to the runtime, which keeps the first one of the run and
+  hands the graph a *poison block*: a block whose ``error`` string is set, so the
+  dequeue gate raises the failure behind the data already queued.
+"""
 from __future__ import annotations
 
 import traceback
@@ -7,6 +47,18 @@ from typing import Optional
 
 class QueuepipeError(Exception):
     """Base class of queuepipe's own errors."""
+
+
+class ArgumentError(QueuepipeError, ValueError):
+    """An argument of a queuepipe entry point has a value it cannot take."""
+
+
+class ArgumentTypeError(QueuepipeError, TypeError):
+    """An argument of a queuepipe entry point has a type it cannot take."""
+
+
+class GraphModeError(QueuepipeError, RuntimeError):
+    """A pipeline (TF1 graph ops: queues, queue runners) was built while TensorFlow runs eagerly."""
 
 
 class SpecError(QueuepipeError, ValueError):
@@ -65,6 +117,11 @@ def add_note(exc: BaseException, note: str) -> None:
             pass
 
 
+def worker_label(index: int, count: int) -> str:
+    """How every message names a worker: ``worker 1 of 4``."""
+    return f"worker {index} of {count}"
+
+
 class WorkerFailure:
     """What a failed worker leaves behind: the exception to raise and where it came from.
 
@@ -88,7 +145,7 @@ class WorkerFailure:
 
     @property
     def where(self) -> str:
-        return f"queuepipe worker {self.worker_index} of {self.worker_count} ({self.mode})"
+        return f"queuepipe {worker_label(self.worker_index, self.worker_count)} ({self.mode})"
 
     def summary(self) -> str:
         """One line: which worker failed with what."""
@@ -100,3 +157,15 @@ class WorkerFailure:
             add_note(self.exception, f"(raised in {self.where}; queuepipe stopped the pipeline)")
             self._noted = True
         return self.exception
+
+
+class EndOfStream(Exception):
+    """Internal signal: the worker has delivered everything, its tail included (or is stopping)."""
+
+
+class FailureSignal(Exception):
+    """Internal signal: a worker's user code or data failed; carries the :class:`WorkerFailure`."""
+
+    def __init__(self, failure: WorkerFailure):
+        super().__init__(failure.summary())
+        self.failure = failure

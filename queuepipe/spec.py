@@ -10,7 +10,7 @@ object array of per-row arrays for fields padded per batch (``dynamic_pad``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -21,7 +21,7 @@ from .workers.buffers import aligned_empty
 Shape = Optional[Tuple[Optional[int], ...]]  # None: rank unknown
 
 
-@dataclass
+@dataclass(frozen=True)
 class Field:
     """One output tensor: its name in the structure, numpy dtype and per-sample shape."""
 
@@ -62,14 +62,34 @@ def pack_structure(kind: str, keys: Optional[Sequence[str]], leaves: Sequence[An
 
 
 class Spec:
-    """Structure + fields of one sample; converts samples/blocks to columns and back."""
+    """Structure + fields of one sample; converts samples/blocks to columns and back.
 
-    def __init__(self, kind: str, fields: List[Field], keys: Optional[List[Any]] = None):
+    Immutable: one Spec is shared by the builder, every worker and the TF layer.  The
+    unknown dims a worker learns from its first data live in the Spec that
+    :meth:`locked` returns, held by that worker's source.
+    """
+
+    __slots__ = ("kind", "fields", "keys")
+
+    def __init__(self, kind: str, fields: Sequence[Field], keys: Optional[Sequence[Any]] = None):
         if kind not in ("single", "tuple", "dict"):
             raise ValueError(f"unknown structure kind {kind!r}")
-        self.kind = kind
-        self.fields = fields
-        self.keys = keys  # dict keys in order, for kind == "dict"
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "fields", tuple(fields))
+        object.__setattr__(self, "keys", None if keys is None else tuple(keys))  # dict keys, in order
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Spec is immutable (tried to set {name!r}); use Spec.locked")
+
+    def __reduce__(self):
+        return (Spec, (self.kind, self.fields, self.keys))
+
+    def __eq__(self, other: Any) -> bool:
+        return (isinstance(other, Spec) and (self.kind, self.fields, self.keys)
+                == (other.kind, other.fields, other.keys))
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.fields, self.keys))
 
     # -- building -------------------------------------------------------------------
     @classmethod
@@ -134,7 +154,7 @@ class Spec:
                                 f"({', '.join(_dtype_str(f.dtype) for f in self.fields)}), got {got}")
             return list(value)
         if not isinstance(value, Mapping):
-            raise SpecError(f"{where}: expected a dict with keys {self.keys!r}, got a {type(value).__name__}")
+            raise SpecError(f"{where}: expected a dict with keys {list(self.keys)!r}, got a {type(value).__name__}")
         missing = [k for k in self.keys if k not in value]
         extra = [k for k in value if k not in self.keys]
         if missing or extra:
@@ -233,15 +253,18 @@ class Spec:
         raise SpecError(f"{where}: {field.label}: values cannot form a numeric array "
                         f"(expected dtype {_dtype_str(field.dtype)})")
 
-    def lock_shapes(self, columns: Sequence[np.ndarray]) -> None:
-        """Fix the unknown dims of non-padded fields from the first data seen.
+    def locked(self, columns: Sequence[np.ndarray]) -> "Spec":
+        """This spec with the unknown dims of non-padded fields fixed from ``columns``.
 
         Every batch of a non-padded field must have one shape, so the first chunk a
-        worker produces decides it; later chunks are checked against it.
+        worker produces decides it; later chunks are checked against the locked spec.
+        Returns ``self`` when nothing is left to fix (the common case: no allocation).
         """
-        for field, col in zip(self.fields, columns):
-            if not field.padded and not field.is_static():
-                field.shape = tuple(col.shape[1:])
+        if all(f.padded or f.is_static() for f in self.fields):
+            return self
+        fields = [f if f.padded or f.is_static() else replace(f, shape=tuple(col.shape[1:]))
+                  for f, col in zip(self.fields, columns)]
+        return Spec(self.kind, fields, self.keys)
 
 
 def _string_array(values: Any, where: str) -> np.ndarray:

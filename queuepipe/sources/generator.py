@@ -7,14 +7,15 @@ overlap with training then).
 """
 from __future__ import annotations
 
-import copy
 import threading
 import time
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from ..errors import ArgumentError, ArgumentTypeError
 from ..spec import Spec
+from ..workers.buffers import BlockAllocator, aligned_block
 
 
 def _detached(sample: Any) -> Any:
@@ -69,7 +70,7 @@ class GeneratorSource:
     def __init__(self, generator: Any, spec: Spec, *, yields: str = "samples",
                  num_epochs: Optional[int] = 1, chunk_rows: int = 128, time_budget: float = 0.05):
         if yields not in ("samples", "blocks"):
-            raise ValueError(f"yields must be 'samples' or 'blocks', got {yields!r}")
+            raise ArgumentError(f"yields must be 'samples' or 'blocks', got {yields!r}")
         self.spec = spec
         self.yields = yields
         self.num_epochs = num_epochs
@@ -82,39 +83,46 @@ class GeneratorSource:
             self.factory = None
             self.shared = SharedIterator(generator)
         else:
-            raise TypeError("generator must be a callable returning an iterator (e.g. obj.generate_data) "
+            raise ArgumentTypeError("generator must be a callable returning an iterator (e.g. obj.generate_data) "
                             f"or an iterator object, got {type(generator).__name__}")
 
-    def for_spec(self, spec: Spec) -> "GeneratorSource":
-        """The same source converting against ``spec`` (each worker has its own copy)."""
-        clone = copy.copy(self)
-        clone.spec = spec
-        return clone
+    def chunks(self, where: str, on_epoch: Callable[[int], None],
+               allocate: BlockAllocator = aligned_block) -> Iterator[List[np.ndarray]]:
+        """Column chunks for one worker (:meth:`queuepipe.sources.Source.chunks`).
 
-    def chunks(self, where: str, on_epoch: Callable[[int], None]) -> Iterator[List[np.ndarray]]:
-        """Column chunks for one worker; ``where`` names the worker in error messages."""
+        The worker's spec is locked to its first data's unknown dims, for all its epochs.
+        ``allocate`` is not used: converted samples are new arrays already, which the
+        batcher copies into the worker's blocks."""
+        spec = self.spec
+        for kind, raw, label in self._raw_chunks(where, on_epoch):
+            if kind == "block":
+                cols = spec.columns_from_block(raw, label)
+            else:
+                cols = spec.columns_from_samples(raw, label)
+            spec = spec.locked(cols)
+            yield cols
+
+    def _raw_chunks(self, where: str, on_epoch: Callable[[int], None]) -> Iterator[Tuple[str, Any, str]]:
+        """("block", one yielded block, label) or ("samples", a list of samples, label), unconverted."""
         if self.shared is not None:
-            yield from self._shared_chunks(where)
+            yield from self._shared_raw(where)
             return
         epoch = 0
         while self.num_epochs is None or epoch < self.num_epochs:
             on_epoch(epoch)
             iterator = iter(self.factory())
             try:
-                yield from self._iterator_chunks(iterator, f"{where}, epoch {epoch}")
+                yield from self._iterator_raw(iterator, f"{where}, epoch {epoch}")
             finally:
                 close = getattr(iterator, "close", None)
                 if close is not None:
                     close()
             epoch += 1
 
-    def _iterator_chunks(self, iterator: Iterator[Any], where: str) -> Iterator[List[np.ndarray]]:
-        spec = self.spec
+    def _iterator_raw(self, iterator: Iterator[Any], where: str) -> Iterator[Tuple[str, Any, str]]:
         if self.yields == "blocks":
             for i, block in enumerate(iterator):
-                cols = spec.columns_from_block(block, f"{where}, block {i}")
-                spec.lock_shapes(cols)
-                yield cols
+                yield "block", block, f"{where}, block {i}"
             return
         count = 0
         exhausted = False
@@ -128,22 +136,15 @@ class GeneratorSource:
             else:
                 exhausted = True
             if items:
-                cols = spec.columns_from_samples(items, f"{where}, items {count}..{count + len(items) - 1}")
-                spec.lock_shapes(cols)
+                yield "samples", items, f"{where}, items {count}..{count + len(items) - 1}"
                 count += len(items)
-                yield cols
 
-    def _shared_chunks(self, where: str) -> Iterator[List[np.ndarray]]:
-        spec = self.spec
+    def _shared_raw(self, where: str) -> Iterator[Tuple[str, Any, str]]:
         while True:
             items = self.shared.take(1 if self.yields == "blocks" else self.chunk_rows, self.time_budget)
-            if self.yields == "samples":
-                items = [_detached(item) for item in items]
             if not items:
                 return
             if self.yields == "blocks":
-                cols = spec.columns_from_block(items[0], f"{where}, shared iterator block")
+                yield "block", items[0], f"{where}, shared iterator block"
             else:
-                cols = spec.columns_from_samples(items, f"{where}, shared iterator")
-            spec.lock_shapes(cols)
-            yield cols
+                yield "samples", [_detached(item) for item in items], f"{where}, shared iterator"

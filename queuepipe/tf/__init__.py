@@ -1,1 +1,2 @@
-"""The thin TensorFlow layer: py_func readers, queues, queue runners, staging."""
+"""Steps 4 and 5 of the data path, the only code that imports TensorFlow: the graph part of a
+pipeline (:mod:`.pipeline`), its queue runner (:mod:`.runner`) and ``running(sess)`` (:mod:`.session`)."""

@@ -1,8 +1,9 @@
 """Wire a pipeline into the graph: per-worker ``py_func`` pulls, one queue of batches, a gate.
 
-Each worker has one enqueue op: a ``py_func`` that pulls the worker's next block of
-whole batches and an ``enqueue_many`` that splits it into batch elements of a
-``FIFOQueue``.  The dequeued batch passes a gate: every element carries an error
+Each worker has one enqueue op: a ``numpy_function`` that pulls the worker's next block
+of whole batches (ready at once: the queue runner's thread waited for it, see
+:mod:`.runner`) and a ``tf.cond`` that enqueues the block as zero-copy dim-0 slices,
+one batch element of a ``FIFOQueue`` each.  The dequeued batch passes a gate: every element carries an error
 string, empty for data; a poison element from a failed worker makes a tiny
 ``py_func`` raise the worker's original exception inside ``sess.run`` -- so a failure
 is never mistaken for the end of data.  The gate costs two cheap ops per step
@@ -10,7 +11,6 @@ is never mistaken for the end of data.  The gate costs two cheap ops per step
 """
 from __future__ import annotations
 
-import functools
 import itertools
 from typing import Any, List, Optional
 
@@ -19,7 +19,9 @@ import tensorflow as tf
 
 from ..workers.buffers import Block
 from ..workers.runtime import PipelineRuntime
+from ..errors import ArgumentTypeError
 from ..spec import Spec
+from .compat import quiet_deprecations
 from .runner import PipelineQueueRunner
 
 tf1 = tf.compat.v1
@@ -48,7 +50,7 @@ class Pipeline:
 
     @property
     def workers(self) -> int:
-        return self.runtime.n_workers
+        return self.runtime.workers
 
     @property
     def mode(self) -> str:
@@ -65,7 +67,7 @@ class Pipeline:
 
     def close(self) -> None:
         """Stop the workers now (also done automatically when the runners stop)."""
-        self.runtime.interrupt()
+        self.runtime.request_stop()
         self.runtime.end_run()
 
     def __repr__(self) -> str:
@@ -84,7 +86,7 @@ def tf_dtypes_of(output_types: Any):
         try:
             return tf.as_dtype(t)
         except TypeError:
-            raise TypeError(f"output_types: {t!r} is not a TensorFlow/numpy dtype") from None
+            raise ArgumentTypeError(f"output_types: {t!r} is not a TensorFlow/numpy dtype") from None
 
     def to_numpy(d):
         return d if not isinstance(d, tf.DType) else (object if d == tf.string else d.as_numpy_dtype)
@@ -99,27 +101,32 @@ def tf_dtypes_of(output_types: Any):
     return flat, to_numpy(flat[0])
 
 
-def _pull(runtime: PipelineRuntime, index: int) -> List[np.ndarray]:
-    block: Block = runtime.pull(index)
-    errors = np.full(block.n_batches, block.error.encode() if block.error else b"", dtype=object)
-    return list(block.columns) + [errors]
+class WorkerPull:
+    """The body of worker ``index``'s pull op (a ``numpy_function``): the runtime's next block
+    as the block's columns plus one error string per batch ("" for data; a poison block's
+    error).  ``StopIteration`` from the runtime becomes TF's ``OutOfRangeError``."""
+
+    def __init__(self, runtime: PipelineRuntime, index: int):
+        self.runtime = runtime
+        self.index = index
+
+    def __call__(self) -> List[np.ndarray]:
+        block: Block = self.runtime.pull(self.index)
+        errors = np.full(block.n_batches, block.error.encode() if block.error else b"", dtype=object)
+        return list(block.columns) + [errors]
 
 
-def _raise_failure(runtime: PipelineRuntime, message: bytes) -> bytes:
-    failure = runtime.failure
-    if failure is None:  # the run that failed is gone; still never pass as data
-        raise RuntimeError(message.decode("utf-8", "replace"))
-    raise failure.to_raise()
+class RaiseFailure:
+    """The body of the gate's raising op: only runs when a dequeued batch carries an error."""
 
+    def __init__(self, runtime: PipelineRuntime):
+        self.runtime = runtime
 
-def _quiet_deprecations():
-    """Silence TF's deprecation notices for the TF1 APIs we use on purpose (scoped, not global)."""
-    try:
-        from tensorflow.python.util import deprecation
-        return deprecation.silence()
-    except Exception:  # pragma: no cover - private module moved
-        import contextlib
-        return contextlib.nullcontext()
+    def __call__(self, message: bytes) -> bytes:
+        failure = self.runtime.failure
+        if failure is None:  # the run that failed is gone; still never pass as data
+            raise RuntimeError(message.decode("utf-8", "replace"))
+        raise failure.to_raise()
 
 
 def _enqueue_block(queue, columns, errors, batch_size: int, batches_per_block: int):
@@ -160,12 +167,12 @@ def build_pipeline(runtime: PipelineRuntime, spec: Spec, output_types: Any, *, b
     flat_types, _ = tf_dtypes_of(output_types)
     name = name or f"queuepipe_{next(_names)}"
     all_types = list(flat_types) + [tf.string]
-    with _quiet_deprecations(), tf1.name_scope(name):
+    with quiet_deprecations(), tf1.name_scope(name):
         queue = tf1.FIFOQueue(capacity_batches, all_types, name="batches")
         enqueue_ops = []
-        for i in range(runtime.n_workers):
+        for i in range(runtime.workers):
             with tf1.name_scope(f"worker_{i}"):
-                outs = tf1.numpy_function(functools.partial(_pull, runtime, i), [], all_types, name="pull")
+                outs = tf1.numpy_function(WorkerPull(runtime, i), [], all_types, name="pull")
                 errors = outs[-1]
                 errors.set_shape([None])
                 columns = list(outs[:-1])
@@ -173,7 +180,7 @@ def build_pipeline(runtime: PipelineRuntime, spec: Spec, output_types: Any, *, b
                     if field.shape is not None:
                         t.set_shape([None] + list(field.shape))
                 enqueue_ops.append(_enqueue_block(queue, columns, errors, batch_size, batches_per_block))
-        runner = PipelineQueueRunner(runtime, queue, enqueue_ops, name)
+        runner = PipelineQueueRunner(runtime, queue, enqueue_ops, name, session_probe=queue.size(name="size"))
         tf1.train.add_queue_runner(runner)
 
         with tf1.name_scope("dequeue"):
@@ -181,8 +188,8 @@ def build_pipeline(runtime: PipelineRuntime, spec: Spec, output_types: Any, *, b
             data, error = items[:-1], items[-1]
             ok = tf.equal(error, "")
             on_error, on_ok = tf.raw_ops.Switch(data=error, pred=ok)
-            raised = tf1.numpy_function(functools.partial(_raise_failure, runtime), [on_error], tf.string,
-                                 stateful=True, name="raise_worker_error")
+            raised = tf1.numpy_function(RaiseFailure(runtime), [on_error], tf.string,
+                                        stateful=True, name="raise_worker_error")
             gate, _ = tf.raw_ops.Merge(inputs=[on_ok, raised])
             outputs = []
             with tf.control_dependencies([gate]):

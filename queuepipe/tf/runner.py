@@ -1,31 +1,47 @@
-"""A QueueRunner that also owns the pipeline's workers for the life of a session.
+"""The queue runner of one pipeline: it owns the pipeline's workers for the life of a session.
 
-Being a real ``tf.compat.v1.train.QueueRunner`` in the graph's ``QUEUE_RUNNERS``
-collection is what makes ``start_queue_runners``, ``MonitoredTrainingSession``,
-``SingularMonitoredSession`` and ``Supervisor`` drive the pipeline with no extra code.
-On top of the stock runner it starts a fresh run of workers when its threads are
-created, and a small lifecycle thread that stops the workers (closing generators,
-ending child processes) as soon as the coordinator stops, the session closes, or
-every enqueue thread has finished.
+Being a ``tf.compat.v1.train.QueueRunner`` in the graph's ``QUEUE_RUNNERS`` collection is
+what makes ``start_queue_runners``, ``MonitoredTrainingSession``,
+``SingularMonitoredSession`` and ``Supervisor`` drive the pipeline with no extra code:
+they call :meth:`PipelineQueueRunner.create_threads`.  Only TF's public constructor and
+properties are used; the thread bodies and their bookkeeping are queuepipe's own.
+
+Per session start (one *run* of the workers) it creates one enqueue thread per worker
+and one watcher thread.  The shutdown order is written once, in DESIGN.md ("Shutdown").
 """
 from __future__ import annotations
 
+import logging
 import threading
 from typing import List, Optional
 
 import tensorflow as tf
 
-from ..workers.runtime import PipelineRuntime
+from ..workers.runtime import PipelineRuntime, Run
 
 tf1 = tf.compat.v1
+log = logging.getLogger("queuepipe")
 
 THREAD_PREFIX = "queuepipe"
+WATCH_SECONDS = 0.05        # how often the watcher looks at the coordinator and the enqueue threads
+SESSION_CHECK_EVERY = 5     # ... and every this many looks, whether the session is still open
+
+
+class _RunThreads:
+    """The enqueue threads of one run in one session: how many are still enqueueing."""
+
+    def __init__(self, sess, run: Run, count: int):
+        self.sess = sess
+        self.run = run
+        self.alive = count
 
 
 class PipelineQueueRunner(tf1.train.QueueRunner):
-    """QueueRunner for one pipeline: one enqueue op per worker."""
+    """QueueRunner for one pipeline: one enqueue op per worker, plus a watcher per run."""
 
-    def __init__(self, runtime: PipelineRuntime, queue, enqueue_ops, name: str):
+    def __init__(self, runtime: PipelineRuntime, queue, enqueue_ops, name: str, session_probe):
+        """``session_probe``: a cheap op of the graph (the queue's size) whose run fails once the
+        session is closed -- how the watcher learns that, through public API only."""
         super().__init__(
             queue=queue, enqueue_ops=enqueue_ops,
             close_op=queue.close(name="close"),
@@ -35,75 +51,122 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
             queue_closed_exception_types=(tf.errors.OutOfRangeError, tf.errors.CancelledError))
         self.runtime = runtime
         self.pipeline_name = name
+        self._session_probe = session_probe
+        self._guard = threading.Lock()
+        self._active: Optional[_RunThreads] = None
+        self._errors: List[BaseException] = []
+
+    @property
+    def exceptions_raised(self) -> List[BaseException]:
+        """Exceptions raised by enqueue threads started without a coordinator (as TF's runner)."""
+        return list(self._errors)
+
+    def request_stop(self) -> None:
+        """Make the current run's pulls answer end of data and wake any wait on a worker."""
+        self.runtime.request_stop()
 
     def create_threads(self, sess, coord=None, daemon=False, start=False) -> List[threading.Thread]:
-        threads = super().create_threads(sess, coord=coord, daemon=daemon, start=False)
-        if not threads:
-            return []  # already running for this session
-        enqueue_threads = threads[:len(self.enqueue_ops)]
-        self.runtime.start_run()
-        for i, t in enumerate(enqueue_threads):
-            t.name = f"{THREAD_PREFIX}-{self.pipeline_name}-enqueue-{i}"
-        lifecycle = threading.Thread(target=self._watch, args=(sess, coord, enqueue_threads),
-                                     name=f"{THREAD_PREFIX}-{self.pipeline_name}-lifecycle", daemon=True)
+        """Start a fresh run of the workers and return its threads (none if this session's run
+        is still going), as ``QueueRunner.create_threads`` does for its own threads."""
+        with self._guard:
+            if self._active is not None and self._active.sess is sess and self._active.alive > 0:
+                return []  # already running for this session
+            run = self.runtime.start_run()
+            threads_of_run = _RunThreads(sess, run, len(self.enqueue_ops))
+            self._active = threads_of_run
+        prefix = f"{THREAD_PREFIX}-{self.pipeline_name}"
+        enqueue_threads = [
+            threading.Thread(target=self._enqueue_loop, args=(sess, i, coord, threads_of_run),
+                             name=f"{prefix}-enqueue-{i}", daemon=daemon)
+            for i in range(len(self.enqueue_ops))]
+        watcher = threading.Thread(target=self._watch, args=(sess, coord, run, enqueue_threads),
+                                   name=f"{prefix}-lifecycle", daemon=True)
+        threads = enqueue_threads + [watcher]
         if coord is not None:
-            coord.register_thread(lifecycle)
-        threads.append(lifecycle)
+            for t in threads:
+                coord.register_thread(t)
         if start:
             for t in threads:
-                t.daemon = daemon if t is not lifecycle else True
                 t.start()
         return threads
 
-    def _run(self, sess, enqueue_op, coord=None) -> None:
-        """One worker's enqueue loop: the stock runner's, but each enqueue is preceded by a wait
-        for the worker's next block in this Python thread (see ``PipelineRuntime.prefetch``).
+    def _enqueue_loop(self, sess, index: int, coord, threads_of_run: _RunThreads) -> None:
+        """One worker's thread: wait for its next block here (``prefetch``: in thread mode the
+        user's generator runs here), then run the enqueue op; until the worker is done, the
+        run stops or the coordinator stops.
 
-        Same contract as ``QueueRunner._run``: runs until the coordinator stops or the queue
-        closes; the last runner of a session to end closes the queue; any other error stops the
-        coordinator (or, without one, is recorded and raised)."""
-        index = self.enqueue_ops.index(enqueue_op)
-        decremented = False
+        The last thread of a run to find its worker done closes the queue (the remaining
+        batches are delivered, then ``OutOfRangeError``).  Any other error stops the
+        coordinator with it (or, without one, is recorded and raised), as TF's runner does."""
+        run = threads_of_run.run
+        worker_done = False
         try:
-            enqueue = sess.make_callable(enqueue_op)
-            while not (coord is not None and coord.should_stop()):
+            enqueue = sess.make_callable(self.enqueue_ops[index])
+            while not run.stop.is_set() and not (coord is not None and coord.should_stop()):
                 self.runtime.prefetch(index)
                 try:
                     enqueue()
-                except self._queue_closed_exception_types:
-                    with self._lock:
-                        self._runs_per_session[sess] -= 1
-                        decremented = True
-                        if self._runs_per_session[sess] == 0:
-                            try:
-                                sess.run(self._close_op)
-                            except Exception:  # noqa: BLE001 - closing an already closed queue
-                                pass
+                except self.queue_closed_exception_types:
+                    worker_done = True
                     return
         except Exception as exc:  # noqa: BLE001
             if coord is not None:
                 coord.request_stop(exc)
             else:
-                with self._lock:
-                    self._exceptions_raised.append(exc)
+                with self._guard:
+                    self._errors.append(exc)
                 raise
         finally:
-            if not decremented:
-                with self._lock:
-                    self._runs_per_session[sess] -= 1
+            with self._guard:
+                threads_of_run.alive -= 1
+                last = threads_of_run.alive == 0
+            if last and worker_done:
+                try:
+                    sess.run(self.close_op)
+                except Exception:  # noqa: BLE001 - the session is closing, or the queue is closed
+                    pass
 
-    def _watch(self, sess, coord: Optional[tf1.train.Coordinator], enqueue_threads) -> None:
-        """Stop the workers once the enqueue threads are done, or as soon as stopping begins."""
+    def _watch(self, sess, coord, run: Run, enqueue_threads: List[threading.Thread]) -> None:
+        """The run's watcher: once stopping begins (coordinator stopped, session closed, or the
+        run's stop event set by ``running()``), cancel pending enqueues and set the run's stop
+        event; when every enqueue thread has ended, end the run (close generators, end child
+        processes).  It never outlives the enqueue threads."""
+        cancelled = False
+        looks = 0
+        try:
+            probe = sess.make_callable(self._session_probe)
+        except Exception:  # noqa: BLE001 - the session is closed already
+            probe = None
         try:
             while any(t.is_alive() for t in enqueue_threads):
-                if (coord is not None and coord.should_stop()) or getattr(sess, "_closed", False):
-                    self.runtime.interrupt()
-                if coord is not None:
-                    coord.wait_for_stop(0.05)
+                looks += 1
+                stopping = (run.stop.is_set() or (coord is not None and coord.should_stop())
+                            or (looks % SESSION_CHECK_EVERY == 0 and not _still_open(probe)))
+                if stopping and not cancelled:
+                    cancelled = True
+                    run.stop.set()
+                    try:
+                        sess.run(self.cancel_op)  # wakes enqueues blocked on a full queue
+                    except Exception:  # noqa: BLE001 - the session is closed already
+                        pass
+                if coord is not None and not cancelled:
+                    coord.wait_for_stop(WATCH_SECONDS)
+                else:
+                    run.stop.wait(WATCH_SECONDS)
                     for t in enqueue_threads:
                         t.join(0.01)
-                else:
-                    for t in enqueue_threads:
-                        t.join(0.05)
         finally:
-            self.runtime.end_run()
+            self.runtime.end_run(run)
+
+
+def _still_open(probe) -> bool:
+    """Whether the session behind ``probe`` (a callable of a cheap op) still runs ops."""
+    if probe is None:
+        return False
+    try:
+        probe()
+        return True
+    except (RuntimeError, tf.errors.CancelledError):  # "Attempted to use a closed Session." /
+        return False                                  # "Session has been closed."
+    except Exception:  # noqa: BLE001 - any other failure is not a closed session
+        return True

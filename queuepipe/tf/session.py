@@ -1,4 +1,4 @@
-"""Session lifecycle helpers: run a session's queue runners for the length of a block."""
+"""Session lifecycle: ``running(sess)`` runs a session's queue runners for the length of a ``with`` statement."""
 from __future__ import annotations
 
 import contextlib
@@ -7,6 +7,7 @@ from typing import Iterator, List, Optional
 
 import tensorflow as tf
 
+from .compat import quiet_deprecations
 from .runner import PipelineQueueRunner
 
 tf1 = tf.compat.v1
@@ -31,8 +32,7 @@ def running(sess, *, coord: Optional[tf1.train.Coordinator] = None,
     """
     coord = coord or tf1.train.Coordinator()
     graph = sess.graph
-    from .pipeline import _quiet_deprecations
-    with _quiet_deprecations():
+    with quiet_deprecations():
         threads = tf1.train.start_queue_runners(sess=sess, coord=coord, daemon=True)
     body_error: Optional[BaseException] = None
     try:
@@ -43,7 +43,7 @@ def running(sess, *, coord: Optional[tf1.train.Coordinator] = None,
     finally:
         coord.request_stop()
         for qr in pipeline_runners(graph):
-            qr.runtime.interrupt()
+            qr.request_stop()
         join_error: Optional[BaseException] = None
         try:
             coord.join(threads, stop_grace_period_secs=stop_grace_period_secs)

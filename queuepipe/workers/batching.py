@@ -16,7 +16,7 @@ from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tup
 import numpy as np
 
 from ..spec import Spec
-from .buffers import ALIGNMENT, Block, aligned_empty, empty_block
+from .buffers import ALIGNMENT, Block, BlockAllocator, aligned_block, aligned_empty
 
 def _pad_rows(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Stack per-row arrays of different shapes, padding each dim to the largest (0 or b'')."""
@@ -177,19 +177,20 @@ class _ShuffleBuffer:
 class Batcher:
     """Turns one worker's column chunks into :class:`Block` s of whole batches.
 
-    A block holds up to ``max_batches`` batches, but is handed over early once at
+    A block holds up to ``batches_per_block`` batches, but is handed over early once at
     least one batch is ready and ``time_budget`` seconds have passed, so slow
     generators still deliver promptly.  With ``shuffle_rows`` > 0 rows are drawn at
     random from a buffer kept at least that full (like ``min_after_dequeue``).
     The last block is a ``tail`` with the fewer-than-a-batch leftover rows.
     """
 
-    def __init__(self, spec: Spec, batch_size: int, max_batches: int,
+    def __init__(self, spec: Spec, batch_size: int, batches_per_block: int,
                  shuffle_rows: int = 0, rng: Optional[np.random.Generator] = None,
-                 time_budget: float = 0.05):
+                 time_budget: float = 0.05, allocate: BlockAllocator = aligned_block):
         self.spec = spec
         self.batch_size = batch_size
-        self.max_batches = 1 if spec.any_padded else max(1, max_batches)
+        self.batches_per_block = 1 if spec.any_padded else max(1, batches_per_block)
+        self.allocate = allocate
         self.shuffle_rows = shuffle_rows
         self.rng = rng if rng is not None else np.random.default_rng()
         self.time_budget = time_budget
@@ -201,7 +202,7 @@ class Batcher:
 
     def _ordered_blocks(self, chunks: Iterable[List[np.ndarray]]) -> Iterator[Block]:
         B = self.batch_size
-        target = B * self.max_batches
+        target = B * self.batches_per_block
         store = _RowStore()
         started = time.monotonic()
         for cols in chunks:
@@ -225,7 +226,7 @@ class Batcher:
         rows a batch of B is drawn at random.  Draw points depend only on the row sequence --
         never on chunk sizes or timing -- so a seed fixes the order; timing only decides how
         many drawn batches travel together in one block."""
-        B, K, reserve = self.batch_size, self.max_batches, self.shuffle_rows
+        B, per_block, reserve = self.batch_size, self.batches_per_block, self.shuffle_rows
         pool = _ShuffleBuffer(self.rng)
         dest: Optional[List[np.ndarray]] = None
         drawn = 0
@@ -234,7 +235,7 @@ class Batcher:
         def draw_batch():
             nonlocal dest, drawn
             if dest is None:
-                dest = self._new_dest(pool, K * B)
+                dest = self._new_dest(pool, per_block * B)
             pool.take_into([d[drawn * B:(drawn + 1) * B] for d in dest], B)
             drawn += 1
 
@@ -252,13 +253,13 @@ class Batcher:
                 pos += take
                 if pool.rows >= reserve + B:
                     draw_batch()
-                    if drawn == K:
+                    if drawn == per_block:
                         yield take_block()
             if drawn and time.monotonic() - started > self.time_budget:
                 yield take_block()
         while pool.rows >= B:
             draw_batch()
-            if drawn == K:
+            if drawn == per_block:
                 yield take_block()
         if drawn:
             yield take_block()
@@ -267,8 +268,8 @@ class Batcher:
     def _new_dest(self, store, rows: int) -> List[np.ndarray]:
         if self.spec.any_padded:
             return self._empty_raw(store, rows)
-        return empty_block([((rows,) + self._row_shape(store, k), self._dtype(store, k))
-                            for k in range(len(self.spec.fields))])
+        return self.allocate([((rows,) + self._row_shape(store, k), self._dtype(store, k))
+                              for k in range(len(self.spec.fields))])
 
     def _finish(self, columns: List[np.ndarray], rows: int) -> Block:
         if self.spec.any_padded:

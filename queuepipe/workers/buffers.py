@@ -8,7 +8,7 @@ in a worker process (written once, where the parent reads it).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -26,25 +26,17 @@ def aligned_empty(shape, dtype) -> np.ndarray:
     return raw[offset:offset + nbytes].view(dtype).reshape(shape)
 
 
-BlockAllocator = Callable[[List[Tuple[Tuple[int, ...], np.dtype]]], Optional[List[np.ndarray]]]
-_block_allocator: Optional[BlockAllocator] = None
+Wanted = List[Tuple[Tuple[int, ...], np.dtype]]  # a block's columns, as (shape, dtype) each
+
+# Where a worker's new blocks are written: called with the columns wanted, returns one
+# uninitialised 64-byte-aligned buffer per column.  Passed explicitly to the batcher and
+# the source (WorkerPlan.make_loop): plain memory in a thread worker, a shared-memory
+# slot in a worker process (queuepipe.workers.process.child.Shipper.allocate).
+BlockAllocator = Callable[[Wanted], List[np.ndarray]]
 
 
-def set_block_allocator(allocator: Optional[BlockAllocator]) -> None:
-    """Where new blocks' buffers come from in this process (a worker process: its shared-memory
-    slots, so a block is written once, where the parent reads it).  The allocator returns
-    None when it has nothing to give; None here restores plain aligned memory."""
-    global _block_allocator
-    _block_allocator = allocator
-
-
-def empty_block(columns: List[Tuple[Tuple[int, ...], Any]]) -> List[np.ndarray]:
-    """Uninitialised 64-byte-aligned buffers for a block's columns, given (shape, dtype) each."""
-    wanted = [(tuple(shape), np.dtype(dtype)) for shape, dtype in columns]
-    if _block_allocator is not None:
-        got = _block_allocator(wanted)
-        if got is not None:
-            return got
+def aligned_block(wanted: Wanted) -> List[np.ndarray]:
+    """Plain 64-byte-aligned memory for a block's columns: the allocator of thread workers."""
     return [aligned_empty(shape, dtype) for shape, dtype in wanted]
 
 

@@ -39,6 +39,11 @@ def worker_info() -> Optional[WorkerInfo]:
     return info if info is not None else _process_info
 
 
+def set_current(info: WorkerInfo) -> None:
+    """Replace this thread's current worker identity (inside :func:`acting_as`: a new epoch)."""
+    _local.info = info
+
+
 @contextmanager
 def acting_as(info: WorkerInfo) -> Iterator[None]:
     """Make ``worker_info()`` return ``info`` in this thread while user code runs."""

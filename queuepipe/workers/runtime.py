@@ -1,8 +1,9 @@
 """The running state of one pipeline: its workers, the end-of-data merge, and failures.
 
-The TF layer calls :meth:`PipelineRuntime.pull` from one enqueue op per worker.  A
-*run* starts when the queue runners start for a session and ends when they have all
-stopped; each run calls the user's generators afresh.  This module knows nothing about
+The TF layer calls :meth:`PipelineRuntime.prefetch` from the queue runner's thread and
+:meth:`PipelineRuntime.pull` from one enqueue op per worker.  A *run* starts when the
+queue runners start for a session and ends when they have all stopped; each run calls
+the user's generators afresh and has one stop event.  This module knows nothing about
 TensorFlow or about how a worker is hosted (thread or child process): a backend
 factory provides objects with ``next_block()`` and ``close()``.
 """
@@ -16,17 +17,19 @@ import numpy as np
 
 from .buffers import Block
 from .batching import assemble
-from ..errors import WorkerFailure
+from ..errors import EndOfStream, FailureSignal, WorkerFailure
 from ..spec import Spec
-from .worker import EndOfStream, WorkerFailed
 
 log = logging.getLogger("queuepipe")
 
 
 class WorkerBackend(Protocol):
-    def next_block(self) -> Block: ...          # raises EndOfStream / WorkerFailed
-    def interrupt(self) -> None: ...            # wake a blocked next_block (process backends)
-    def close(self) -> None: ...
+    """Where one worker runs: in the calling thread, or in a child process.  Built by the
+    runtime's backend factory with the run's stop event, which a backend that waits
+    (a process backend polling its child) must check while waiting."""
+
+    def next_block(self) -> Block: ...          # raises EndOfStream / FailureSignal
+    def close(self) -> None: ...                # end the worker now; safe to call twice
 
 
 class TailMerger:
@@ -36,9 +39,9 @@ class TailMerger:
     with ``allow_smaller_final_batch``); no sample is lost to per-worker remainders.
     """
 
-    def __init__(self, spec: Spec, n_workers: int, batch_size: int, allow_smaller: bool):
+    def __init__(self, spec: Spec, workers: int, batch_size: int, allow_smaller: bool):
         self.spec = spec
-        self.remaining = n_workers
+        self.remaining = workers
         self.batch_size = batch_size
         self.allow_smaller = allow_smaller
         self.tails: List[List[np.ndarray]] = []
@@ -62,70 +65,87 @@ class TailMerger:
         return blocks
 
 
-class _Run:
-    """State of one run: fresh workers, their pending blocks, the merger."""
+class Run:
+    """One run of a pipeline's workers: fresh backends, their pending blocks, the tail merger,
+    and ``stop`` -- the run's one stop primitive (see DESIGN.md, "Shutdown").
 
-    def __init__(self, backends: List[WorkerBackend], merger: TailMerger):
+    Setting ``stop`` makes every pull of the run answer end of data and wakes every wait
+    on a worker (process backends poll it); the queue runner's watcher sets it when the
+    coordinator stops, the session closes or ``running()`` exits."""
+
+    def __init__(self, backends: List[WorkerBackend], merger: TailMerger, stop: threading.Event):
         self.backends = backends
         self.pending: List[List[Block]] = [[] for _ in backends]
         self.merger = merger
-        self.finished = [False] * len(backends)
-        self.stopping = False
+        self.finished = [False] * len(backends)  # worker i's stream has ended (data, failure)
+        self.stop = stop
+
+
+BackendFactory = Callable[[int, threading.Event], WorkerBackend]
 
 
 class PipelineRuntime:
-    """Everything the enqueue ops of one pipeline share."""
+    """Everything the enqueue ops of one pipeline share: the current run and its first failure."""
 
-    def __init__(self, spec: Spec, n_workers: int, batch_size: int, allow_smaller: bool,
-                 make_backend: Callable[[int], WorkerBackend], mode: str, batches_per_block: int = 1):
+    def __init__(self, spec: Spec, workers: int, batch_size: int, allow_smaller: bool,
+                 make_backend: BackendFactory, mode: str, batches_per_block: int = 1):
         self.spec = spec
         self.batches_per_block = batches_per_block
-        self.n_workers = n_workers
+        self.workers = workers
         self.batch_size = batch_size
         self.allow_smaller = allow_smaller
         self.mode = mode
         self._make_backend = make_backend
         self._lock = threading.Lock()
-        self._run: Optional[_Run] = None
-        self._worker_locks = [threading.Lock() for _ in range(n_workers)]
+        self._run: Optional[Run] = None
+        self._worker_locks = [threading.Lock() for _ in range(workers)]
         self.failure: Optional[WorkerFailure] = None
         self.runs_started = 0
 
     # -- lifecycle -------------------------------------------------------------------
-    def start_run(self) -> None:
-        """Begin a new run (new generator instances / child processes)."""
+    def start_run(self) -> Run:
+        """Begin a new run (new generator instances / child processes), ending the previous one."""
         self.end_run()
         with self._lock:
             self.failure = None
+            stop = threading.Event()
             backends = []
             try:
-                for i in range(self.n_workers):
-                    backends.append(self._make_backend(i))
+                for i in range(self.workers):
+                    backends.append(self._make_backend(i, stop))
             except BaseException:
                 for b in backends:
                     b.close()
                 raise
-            self._run = _Run(backends, TailMerger(self.spec, self.n_workers, self.batch_size,
-                                                  self.allow_smaller))
+            self._run = Run(backends, TailMerger(self.spec, self.workers, self.batch_size,
+                                                 self.allow_smaller), stop)
             self.runs_started += 1
+            return self._run
 
-    def interrupt(self) -> None:
-        """Make every pull return promptly (end of data) -- used when stopping."""
+    def ensure_started(self) -> Optional[Run]:
+        """The current run; the first run starts here when an enqueue op is run by hand,
+        without a queue runner (a later run only ever starts from a queue runner)."""
+        run = self._run
+        if run is None and self.runs_started == 0:
+            run = self.start_run()
+        return run
+
+    def request_stop(self) -> None:
+        """Set the current run's stop event: every pull returns promptly (end of data)."""
         run = self._run
         if run is not None:
-            run.stopping = True
-            for b in run.backends:
-                b.interrupt()
+            run.stop.set()
 
-    def end_run(self) -> None:
-        """Stop and release the current run's workers (closes generators, ends children)."""
+    def end_run(self, run: Optional[Run] = None) -> None:
+        """Stop and release the current run's workers (closes generators, ends children).
+
+        With ``run``, only if that run is still the current one (a watcher ending its own run
+        never ends a newer run started for another session)."""
         with self._lock:
+            if self._run is None or (run is not None and self._run is not run):
+                return
             run, self._run = self._run, None
-        if run is None:
-            return
-        run.stopping = True
-        for b in run.backends:
-            b.interrupt()
+        run.stop.set()
         for i, b in enumerate(run.backends):
             with self._worker_locks[i]:  # never close a generator another thread is stepping
                 b.close()
@@ -143,16 +163,12 @@ class PipelineRuntime:
         error when the worker fails.
         """
         with self._worker_locks[index]:
-            run = self._run
+            run = self.ensure_started()
             if run is None:
-                if self.runs_started == 0:
-                    self.start_run()  # enqueue op run by hand, without a queue runner
-                    run = self._run
-                else:
-                    raise StopIteration
+                raise StopIteration
             if run.pending[index]:
                 return run.pending[index].pop(0)
-            if run.stopping or run.finished[index] or self.failure is not None:
+            if run.stop.is_set() or run.finished[index] or self.failure is not None:
                 raise StopIteration
             return self._fetch(run, index)
 
@@ -165,7 +181,7 @@ class PipelineRuntime:
         """
         with self._worker_locks[index]:
             run = self._run
-            if (run is None or run.pending[index] or run.stopping or run.finished[index]
+            if (run is None or run.pending[index] or run.stop.is_set() or run.finished[index]
                     or self.failure is not None):
                 return
             try:
@@ -173,7 +189,7 @@ class PipelineRuntime:
             except StopIteration:
                 pass
 
-    def _fetch(self, run: _Run, index: int) -> Block:
+    def _fetch(self, run: Run, index: int) -> Block:
         """The next block from worker ``index``'s backend (rest of it queued in ``pending``)."""
         while True:
             try:
@@ -181,7 +197,7 @@ class PipelineRuntime:
             except EndOfStream:
                 run.finished[index] = True
                 raise StopIteration from None
-            except WorkerFailed as failed:
+            except FailureSignal as failed:
                 run.finished[index] = True
                 with self._lock:
                     if self.failure is None:
@@ -199,12 +215,12 @@ class PipelineRuntime:
     def _split(self, block: Block) -> List[Block]:
         """Blocks of exactly ``batches_per_block`` batches or of one batch -- the two shapes the
         enqueue op takes without copying (views of the same aligned buffers)."""
-        K, B = self.batches_per_block, self.batch_size
-        if block.n_batches in (1, K):
+        per_block, B = self.batches_per_block, self.batch_size
+        if block.n_batches in (1, per_block):
             return [block]
         pieces, start = [], 0
         while start < block.n_rows:
-            step = K * B if block.n_rows - start >= K * B else B
+            step = per_block * B if block.n_rows - start >= per_block * B else B
             cols = [c[start:start + step] for c in block.columns]
             rows = len(cols[0])
             pieces.append(Block(cols, rows, rows // B if rows >= B else 1))

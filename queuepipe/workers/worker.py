@@ -1,83 +1,75 @@
-"""One worker's loop: a source's chunks through a batcher, with failures captured.
+"""One worker: its plan (how to build worker i of n), its loop, and the thread backend.
 
-The same loop runs inside a thread worker (called from the enqueue op) and inside a
-child process (which ships its blocks to the parent); only the transport differs.
+The same :class:`WorkerLoop` runs in a thread worker (called from the queue runner's
+thread, see :meth:`queuepipe.workers.runtime.PipelineRuntime.prefetch`) and in a child
+process (:mod:`queuepipe.workers.process.child`, which ships its blocks to the
+parent); only the transport and the block allocator differ.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
+import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, List, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import numpy as np
 
+from ..errors import EndOfStream, FailureSignal, WorkerFailure, worker_label
+from ..spec import Spec
 from . import info as wi
 from .batching import Batcher
-from .buffers import Block
-from ..errors import WorkerFailure
-from ..spec import Spec
-from .info import WorkerInfo, derive_seed
+from .buffers import Block, BlockAllocator, aligned_block
 
-
-class EndOfStream(Exception):
-    """The worker has delivered everything, its tail included."""
-
-
-class WorkerFailed(Exception):
-    """A worker's user code or data failed; carries the :class:`WorkerFailure`."""
-
-    def __init__(self, failure: WorkerFailure):
-        super().__init__(failure.summary())
-        self.failure = failure
-
-
-ChunkSource = Callable[[str, Callable[[int], None]], Iterator[List[np.ndarray]]]
+if TYPE_CHECKING:  # the type only: sources import this package's buffers, not the reverse
+    from ..sources import Source
 
 
 class WorkerLoop:
     """Produces one worker's blocks on demand; user code runs with ``worker_info()`` set."""
 
-    def __init__(self, chunks: ChunkSource, batcher: Batcher, info: wi.WorkerInfo):
+    def __init__(self, source: Source, batcher: Batcher, info: wi.WorkerInfo,
+                 allocate: BlockAllocator = aligned_block):
         self.info = info
-        self._chunks = chunks
+        self._source = source
         self._batcher = batcher
+        self._allocate = allocate
         self._blocks: Optional[Iterator[Block]] = None
-        self._done = False
+        self._ended = False  # the source is exhausted or failed: nothing more will come
 
     @property
     def where(self) -> str:
-        return f"worker {self.info.index} of {self.info.count}"
+        return worker_label(self.info.index, self.info.count)
 
     def _on_epoch(self, epoch: int) -> None:
         self.info = dataclasses.replace(self.info, epoch=epoch)
-        wi._local.info = self.info  # we are inside acting_as(): keep worker_info() current
+        wi.set_current(self.info)  # we are inside acting_as(): keep worker_info() current
         if self.info.mode == "process":
             wi.set_process_worker(self.info)
 
     def next_block(self) -> Block:
-        """The next block; raises EndOfStream when done, WorkerFailed on any error."""
-        if self._done:
+        """The next block; raises EndOfStream when done, FailureSignal on any error."""
+        if self._ended:
             raise EndOfStream()
         with wi.acting_as(self.info):
             try:
                 if self._blocks is None:
-                    self._blocks = self._batcher.blocks(self._chunks(self.where, self._on_epoch))
+                    chunks = self._source.chunks(self.where, self._on_epoch, self._allocate)
+                    self._blocks = self._batcher.blocks(chunks)
                 return next(self._blocks)
             except StopIteration:
-                self._done = True
+                self._ended = True
                 raise EndOfStream() from None
             except BaseException as exc:  # noqa: BLE001 - every failure must reach the user
-                self._done = True
+                self._ended = True
                 self._blocks = None
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                     raise
-                raise WorkerFailed(WorkerFailure(exc, self.info.index, self.info.count,
-                                                 self.info.mode)) from None
+                raise FailureSignal(WorkerFailure(exc, self.info.index, self.info.count,
+                                                  self.info.mode)) from None
 
     def close(self) -> None:
         """Close the user's generator (runs its ``finally`` blocks); safe to call twice."""
-        blocks, self._blocks, self._done = self._blocks, None, True
+        blocks, self._blocks, self._ended = self._blocks, None, True
         if blocks is not None:
             try:
                 with wi.acting_as(self.info):
@@ -86,46 +78,43 @@ class WorkerLoop:
                 pass
 
 
-@dataclass
+@dataclass(frozen=True)
 class WorkerPlan:
     """How to build worker ``index`` of ``count``: its source, batching and seeding.
 
-    ``source`` has ``chunks(where, on_epoch)`` (a generator or HDF5 source).
+    Picklable: a process worker receives it whole.  ``seed`` is the pipeline's base
+    seed; each worker derives its own (``worker_info().seed``) and its shuffle stream.
     """
 
-    source: Any
+    source: Source
     spec: Spec
     count: int
     batch_size: int
-    max_batches: int
+    batches_per_block: int
     shuffle_rows: int
     seed: int
     time_budget: float = 0.05
 
-    def make_loop(self, index: int, mode: str) -> WorkerLoop:
-        worker_seed = derive_seed(self.seed, index)
-        info = WorkerInfo(index=index, count=self.count, seed=worker_seed, mode=mode)
-        spec = copy.deepcopy(self.spec) if mode == "thread" else self.spec
-        batcher = Batcher(spec, self.batch_size, self.max_batches, self.shuffle_rows,
-                          rng=np.random.default_rng(derive_seed(self.seed, index, salt=1)),
-                          time_budget=self.time_budget)
-        source = self.source
-        if hasattr(source, "for_spec"):
-            source = source.for_spec(spec)
-        return WorkerLoop(source.chunks, batcher, info)
+    def make_loop(self, index: int, mode: str, allocate: BlockAllocator = aligned_block) -> WorkerLoop:
+        info = wi.WorkerInfo(index=index, count=self.count, seed=wi.derive_seed(self.seed, index), mode=mode)
+        batcher = Batcher(self.spec, self.batch_size, self.batches_per_block, self.shuffle_rows,
+                          rng=np.random.default_rng(wi.derive_seed(self.seed, index, salt=1)),
+                          time_budget=self.time_budget, allocate=allocate)
+        return WorkerLoop(self.source, batcher, info, allocate)
 
 
 class ThreadBackend:
-    """A worker hosted in the calling thread: the enqueue op's ``py_func`` runs the loop."""
+    """A worker hosted in the calling thread: the queue runner's thread runs the loop
+    (in :meth:`~queuepipe.workers.runtime.PipelineRuntime.prefetch`), user code included.
 
-    def __init__(self, plan: WorkerPlan, index: int):
+    ``stop`` (the run's stop event) is not consulted here: user code running in a thread
+    cannot be interrupted; the runtime checks the event before every pull instead."""
+
+    def __init__(self, plan: WorkerPlan, index: int, stop: threading.Event):
         self.loop = plan.make_loop(index, "thread")
 
     def next_block(self) -> Block:
         return self.loop.next_block()
-
-    def interrupt(self) -> None:
-        pass  # user code in a thread cannot be interrupted; the next pull sees the stop
 
     def close(self) -> None:
         self.loop.close()

@@ -12,18 +12,22 @@ with one worker is reproducible.
 """
 from __future__ import annotations
 
-import copy
 import importlib
+import math
+import sys
 from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ...workers.buffers import empty_block
+from ...workers.buffers import BlockAllocator, aligned_block
 from ...errors import add_note
+from ...options import (PipelineOptions, Sizes, default_batches_per_block, default_shuffle_rows,
+                        resolved_sizes)
 from ...spec import Spec
 from ...workers.info import worker_info
-from .inspect import Layout, filter_available
-from .planning import Geometry, count_blocks, epoch_order, exact_chunks, plan_reads
+from .chunk_decode import inflater
+from .inspect import Layout, filter_available, needs_inflater, reads_plain_rows
+from .planning import Geometry, choose_block_batches, count_blocks, epoch_order, exact_chunks, geometry, plan_reads
 from .reader import WorkerFiles
 from .selection import Selection, runs_to_ids
 
@@ -59,11 +63,6 @@ class HDF5Source:
         self.map_per_sample = map_per_sample
         self.plugin_modules = tuple(plugin_modules)
 
-    def for_spec(self, spec: Spec) -> "HDF5Source":
-        clone = copy.copy(self)
-        clone.spec = spec
-        return clone
-
     @property
     def n_blocks(self) -> int:
         return count_blocks(self.selection.size, self.block_rows)
@@ -82,40 +81,45 @@ class HDF5Source:
                 yield b * rows, min(size, (b + 1) * rows)
             epoch += 1
 
-    def chunks(self, where: str, on_epoch: Callable[[int], None]) -> Iterator[List[np.ndarray]]:
-        """Column chunks (spec field order) for the worker running this generator."""
+    def chunks(self, where: str, on_epoch: Callable[[int], None],
+               allocate: BlockAllocator = aligned_block) -> Iterator[List[np.ndarray]]:
+        """Column chunks (spec field order) for the worker running this call, each read
+        straight into a block from ``allocate`` (:meth:`queuepipe.sources.Source.chunks`)."""
+        spec = self.spec  # this worker's: locked to map_fn's first results' unknown dims
         info = worker_info()
         index, count = (info.index, info.count) if info is not None else (0, 1)
         self._load_plugins()
         files = WorkerFiles(self.layout)
         try:
             for segments in exact_chunks(self.segments(index, count, on_epoch), self.block_rows):
-                columns = self.read(files, segments)
+                columns = self.read(files, segments, allocate)
                 if self.map_fn is not None:
-                    columns = self._mapped(columns, f"{where}, selection positions "
-                                                    f"{segments[0][0]}..{segments[-1][1] - 1}")
+                    columns = self._mapped(spec, columns, f"{where}, selection positions "
+                                                          f"{segments[0][0]}..{segments[-1][1] - 1}")
+                    spec = spec.locked(columns)
                     if len(columns[0]) == 0:
                         continue  # map_fn kept no rows of this chunk
                 yield columns
         finally:
             files.close()
 
-    def read(self, files: WorkerFiles, segments: List[Tuple[int, int]]) -> List[np.ndarray]:
+    def read(self, files: WorkerFiles, segments: List[Tuple[int, int]],
+             allocate: BlockAllocator = aligned_block) -> List[np.ndarray]:
         """The pre-``map_fn`` columns of selection positions ``segments`` (concatenated)."""
         runs = [self.selection.runs(p, q) for p, q in segments]
         starts = np.concatenate([r[0] for r in runs])
         stops = np.concatenate([r[1] for r in runs])
         n = int((stops - starts).sum())
-        columns = empty_block([((n,) + c.shape, c.dtype) for c in self.layout.columns])
+        columns = allocate([((n,) + c.shape, c.dtype) for c in self.layout.columns])
         for di, geo in enumerate(self.geometries):
-            files.run(di, plan_reads(starts, stops, geo), columns)
+            files.read_plan(di, plan_reads(starts, stops, geo), columns)
         rid = self.layout.row_id_column
         if rid is not None:
             columns[rid][...] = runs_to_ids(starts, stops)
         return columns
 
-    def _mapped(self, columns: List[np.ndarray], where: str) -> List[np.ndarray]:
-        spec, fn = self.spec, self.map_fn
+    def _mapped(self, spec: Spec, columns: List[np.ndarray], where: str) -> List[np.ndarray]:
+        fn = self.map_fn
         try:
             if self.map_per_sample:
                 outs = [fn(self.layout.pack([c[i] for c in columns])) for i in range(len(columns[0]))]
@@ -125,7 +129,6 @@ class HDF5Source:
         except Exception as exc:
             add_note(exc, f"(in map_fn, {where})")
             raise
-        spec.lock_shapes(result)
         return result
 
     def _load_plugins(self) -> None:
@@ -136,3 +139,38 @@ class HDF5Source:
                     importlib.import_module(name)
                 except ImportError:
                     pass  # the read then fails naming the filter and how to get it
+
+
+def plan_source(layout: Layout, selection: Selection, spec: Spec, options: PipelineOptions, *,
+                map_fn: Optional[Callable[[Any], Any]] = None,
+                map_per_sample: bool = False) -> Tuple[HDF5Source, Sizes]:
+    """The HDF5 source for ``from_hdf5``, and the sizes it reads in.
+
+    Blocks are whole batches and, where that fits, whole HDF5 chunks (``choose_block_batches``);
+    the shuffle buffer is rounded up to whole blocks, so the batcher never cuts a block early
+    and a seed reproduces the order; every worker gets the same base seed (they must agree
+    on each epoch's block order)."""
+    read_spec = Spec.build([c.dtype for c in layout.columns], [c.shape for c in layout.columns])
+    batch_size = options.batch_size
+    batches_per_block = options.batches_per_block or choose_block_batches(
+        batch_size, default_batches_per_block(read_spec, batch_size), layout.files[0].chunk_rows)
+    block_rows = batches_per_block * batch_size
+    shuffle_rows = None
+    if options.shuffle:
+        wanted = (default_shuffle_rows(batch_size, batches_per_block) if options.min_after_dequeue is None
+                  else max(1, int(options.min_after_dequeue)))
+        shuffle_rows = math.ceil(wanted / block_rows) * block_rows
+    sizes = resolved_sizes(options, spec, batches_per_block=batches_per_block, shuffle_rows=shuffle_rows)
+    if needs_inflater(layout):
+        inflater()  # a bad QUEUEPIPE_INFLATE is refused here, not in a worker
+    # a worker process starts without the parent's imports: let it register the same plugins
+    plugins = ("hdf5plugin",) if layout.plugin_filters and "hdf5plugin" in sys.modules else ()
+    files_rows = [f.n_rows for f in layout.files]
+    geometries = [geometry(files_rows, [f.filtered_chunk_rows[di] for f in layout.files], d.row_bytes,
+                           [reads_plain_rows(layout, fi, di) for fi in range(len(layout.files))])
+                  for di, d in enumerate(layout.datasets)]
+    source = HDF5Source(layout, selection, geometries, block_rows=block_rows, shuffle=options.shuffle,
+                        seed=sizes.seed, num_epochs=options.num_epochs, spec=spec, map_fn=map_fn,
+                        map_per_sample=map_per_sample, plugin_modules=plugins)
+    return source, sizes
+

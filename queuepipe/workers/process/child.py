@@ -1,7 +1,7 @@
 """Entry point of a worker process: run one WorkerLoop, ship its blocks through shared memory.
 
-Started by :mod:`queuepipe.workers.process.parent` as ``python -m queuepipe.workers.process.child
-CONN_FD SHM_FD`` (a fresh interpreter: never a ``fork`` of a parent that already
+Started by :mod:`queuepipe.workers.process.parent` as ``python -m
+queuepipe.workers.process.child CONN_FD SHM_FD PARENT_PID`` (a fresh interpreter: never a ``fork`` of a parent that already
 runs TensorFlow or HDF5 threads).  It imports only the TF-free core, plus whatever
 module defines the user's generator (and the parent's ``__main__`` only when the
 generator lives there).
@@ -22,10 +22,11 @@ from typing import Deque, List, Optional, Set
 
 import numpy as np
 
+from ...errors import EndOfStream, FailureSignal
 from .. import info as wi
-from ..buffers import Block, set_block_allocator
+from ..buffers import Block, Wanted, aligned_block
+from .protocol import BlockInline, BlockInSlot, End, Failed, Free, Setup
 from .slots import CHILD_RESERVE, SlotArena
-from ..worker import EndOfStream, WorkerFailed
 
 PARENT_POLL_SECONDS = 0.5
 
@@ -58,16 +59,17 @@ def _load_parent_main(main_info: dict) -> None:
     sys.modules["__main__"] = sys.modules["__mp_main__"] = module
 
 
-def _pickled_error(exc: BaseException):
+def _failed(exc: BaseException, traceback_text: str) -> Failed:
+    """The :class:`Failed` message for ``exc`` (pickled when it round-trips, else by type and text)."""
     try:
-        data = pickle.dumps(exc)
+        data: Optional[bytes] = pickle.dumps(exc)
         pickle.loads(data)
-        return data
     except Exception:
-        return None
+        data = None
+    return Failed(data, type(exc).__name__, str(exc), traceback_text)
 
 
-class _Shipper:
+class Shipper:
     """Owns this worker's slots: lends free ones to the loop for new blocks, ships blocks.
 
     A slot is free when neither side holds it: the parent gives it back (``free``) once
@@ -93,33 +95,35 @@ class _Shipper:
         while self._ended:
             self._release(self.arena.released(self._ended.popleft()))
 
-    def _receive(self, block: bool) -> None:
+    def _receive(self, wait: bool) -> None:
         self._collect_ended_leases()
-        while block or self.conn.poll():
+        while wait or self.conn.poll():
             msg = self.conn.recv()  # EOFError when the parent is gone
-            if msg[0] == "free":
-                self.at_parent.discard(msg[1])
-                self._release(msg[1])
-            block = False
+            if isinstance(msg, Free):
+                self.at_parent.discard(msg.slot)
+                self._release(msg.slot)
+            wait = False
 
     def _may_wait(self) -> bool:
-        """Whether a slot is sure to come back: the parent keeps at most ``n - 1 - CHILD_RESERVE``
-        slots lent to TensorFlow (which may keep them as long as the user keeps fetched batches),
-        so one of ``n - CHILD_RESERVE`` slots at the parent and not viewed here is in transit."""
+        """Whether waiting for a slot is safe, i.e. one is sure to come back (DESIGN.md, "The
+        slot protocol"): the parent lends TensorFlow at most ``n - 1 - CHILD_RESERVE`` slots,
+        so when ``n - CHILD_RESERVE`` slots are at the parent and not viewed here, at least
+        one of them is not lent and the parent is about to free it."""
         return len(self.at_parent - self.arena.leased_slots()) >= self.arena.n_slots - CHILD_RESERVE
 
     def _wait_for_free_slot(self) -> bool:
         """Block until a slot is free, when one is sure to come back; else False at once."""
-        self._receive(block=False)
+        self._receive(wait=False)
         while not self.free:
             if not self._may_wait():
                 return False
-            self._receive(block=True)
+            self._receive(wait=True)
         return True
 
     # -- the loop's side -------------------------------------------------------------------
-    def allocate(self, wanted) -> Optional[List[np.ndarray]]:
-        """A new block's buffers in a free slot (the block allocator of this process)."""
+    def lease_slot(self, wanted: Wanted) -> Optional[List[np.ndarray]]:
+        """A new block's buffers in a free slot, or None when none can be had without risk
+        of waiting forever (or the block does not fit a slot)."""
         if not self._wait_for_free_slot():
             return None
         slot = self.free.popleft()
@@ -128,11 +132,16 @@ class _Shipper:
             self.free.appendleft(slot)
         return columns
 
+    def allocate(self, wanted: Wanted) -> List[np.ndarray]:
+        """The block allocator of this process: a slot when one can be had, else plain
+        aligned memory (:meth:`ship` then copies the block into a slot, or pickles it)."""
+        columns = self.lease_slot(wanted)
+        return columns if columns is not None else aligned_block(wanted)
+
     def ship(self, block: Block) -> None:
-        self._receive(block=False)
+        self._receive(wait=False)
         for piece in self._pieces(block):
             objects = [c if c.dtype == object else None for c in piece.columns]
-            header = (piece.n_rows, piece.n_batches, piece.tail)
             found = self.arena.locate(piece.columns)
             if found is not None and found[0] in self.arena.leased_slots() and found[0] not in self.at_parent:
                 slot, metas = found  # written in place: no copy
@@ -140,12 +149,12 @@ class _Shipper:
                 metas, nbytes = SlotArena.layout(piece.columns)
                 if nbytes > self.arena.slot_bytes or not self._wait_for_free_slot():
                     # larger than a slot, or every slot is held here: pickle it (rare; logged)
-                    self.conn.send(("inline", header, list(piece.columns)))
+                    self.conn.send(BlockInline(piece.n_rows, piece.n_batches, piece.tail, list(piece.columns)))
                     continue
                 slot = self.free.popleft()
                 self.arena.write(slot, piece.columns, metas)
             self.at_parent.add(slot)
-            self.conn.send(("block", slot, header, metas, objects))
+            self.conn.send(BlockInSlot(slot, piece.n_rows, piece.n_batches, piece.tail, metas, objects))
 
     def _pieces(self, block: Block):
         """Split a many-batch block at batch boundaries so that each piece fits a slot."""
@@ -171,36 +180,32 @@ def main(argv: List[str]) -> int:
                      name="queuepipe-orphan-watch").start()
     conn = Connection(conn_fd)
     try:
-        setup = pickle.loads(conn.recv_bytes())
-        sys.path[:] = setup["sys_path"]
-        if setup["needs_main"]:
-            _load_parent_main(setup["main"])
-        plan = pickle.loads(setup["plan"])
-        index = setup["index"]
-        arena = SlotArena(shm_fd, setup["n_slots"], setup["slot_bytes"])
+        setup: Setup = conn.recv()
+        sys.path[:] = setup.sys_path
+        if setup.main:
+            _load_parent_main(setup.main)
+        plan = pickle.loads(setup.plan)
+        arena = SlotArena(shm_fd, setup.n_slots, setup.slot_bytes)
     except (EOFError, OSError, SystemExit):
         return 0
     except BaseException as exc:  # cannot even start: report like any worker failure
-        conn.send(("error", _pickled_error(exc), type(exc).__name__, str(exc), traceback.format_exc()))
+        conn.send(_failed(exc, traceback.format_exc()))
         return 1
 
-    loop = plan.make_loop(index, "process")
+    shipper = Shipper(conn, arena, plan.batch_size)
+    loop = plan.make_loop(setup.index, "process", allocate=shipper.allocate)
     wi.set_process_worker(loop.info)
     random.seed(loop.info.seed)
     np.random.seed(loop.info.seed % (2 ** 32))
-    shipper = _Shipper(conn, arena, plan.batch_size)
-    set_block_allocator(shipper.allocate)
     try:
         while True:
             try:
                 block = loop.next_block()
             except EndOfStream:
-                conn.send(("end",))
+                conn.send(End())
                 return 0
-            except WorkerFailed as failed:
-                f = failed.failure
-                conn.send(("error", _pickled_error(f.exception), type(f.exception).__name__,
-                           str(f.exception), f.traceback_text))
+            except FailureSignal as failed:
+                conn.send(_failed(failed.failure.exception, failed.failure.traceback_text))
                 return 1
             shipper.ship(block)
     except (EOFError, BrokenPipeError, ConnectionResetError):

@@ -24,11 +24,12 @@ import weakref
 from multiprocessing.connection import Connection
 from typing import Optional
 
+from ...errors import (ArgumentError, ArgumentTypeError, EndOfStream, FailureSignal, RemoteTraceback,
+                       WorkerDiedError, WorkerFailure, worker_label)
 from ..buffers import Block
-from ...errors import RemoteTraceback, WorkerDiedError, WorkerFailure
 from ..worker import WorkerPlan
+from .protocol import BlockInline, BlockInSlot, End, Failed, Free, Setup
 from .slots import CHILD_RESERVE, SlotArena, create_memfd
-from ..worker import EndOfStream, WorkerFailed
 
 log = logging.getLogger("queuepipe")
 
@@ -60,7 +61,7 @@ class ProcessWorkers:
         slot while their batches wait in the queue, so it must exceed the queue's capacity in
         blocks (see :func:`slots_for_capacity`) or the child waits on the consumer."""
         if start_method not in (None, "spawn"):
-            raise ValueError("queuepipe starts worker processes as fresh interpreters ('spawn'); "
+            raise ArgumentError("queuepipe starts worker processes as fresh interpreters ('spawn'); "
                              f"start_method={start_method!r} is not supported (fork is unsafe once "
                              "TensorFlow or HDF5 threads exist)")
         self.plan = plan
@@ -68,7 +69,7 @@ class ProcessWorkers:
         try:
             self.plan_bytes = pickle.dumps(plan)
         except Exception as exc:
-            raise TypeError(
+            raise ArgumentTypeError(
                 "mode='process' sends the generator to each worker process, so it must be picklable, "
                 f"but pickling failed: {exc}. Use a top-level function, functools.partial(top_level_fn, "
                 "...), a bound method of a picklable object (e.g. obj.generate_data), or a class with "
@@ -76,10 +77,10 @@ class ProcessWorkers:
         self.needs_main = b"__main__" in self.plan_bytes
         self.main_info = _main_module_info() if self.needs_main else {}
         if self.needs_main and not self.main_info:
-            raise TypeError("mode='process': the generator is defined in __main__ of an interactive "
+            raise ArgumentTypeError("mode='process': the generator is defined in __main__ of an interactive "
                             "session, which worker processes cannot import; move it into a module")
         row = plan.spec.row_nbytes()
-        block_bytes = (row or 0) * plan.batch_size * plan.max_batches
+        block_bytes = (row or 0) * plan.batch_size * plan.batches_per_block
         self.slot_bytes = max(MIN_SLOT_BYTES, block_bytes + 64 * (len(plan.spec.fields) + 1))
 
     @staticmethod
@@ -91,20 +92,21 @@ class ProcessWorkers:
         is writing, one it may still view, and the reserve the parent never lends."""
         return max(DEFAULT_SLOTS, -(-capacity_batches // batches_per_block) + 5 + CHILD_RESERVE)
 
-    def backend(self, index: int) -> "ProcessBackend":
-        return ProcessBackend(self, index)
+    def backend(self, index: int, stop: threading.Event) -> "ProcessBackend":
+        """The backend factory of the runtime: worker ``index`` of a run whose stop event is ``stop``."""
+        return ProcessBackend(self, index, stop)
 
 
 class ProcessBackend:
     """The parent's end of one worker process."""
 
-    def __init__(self, workers: ProcessWorkers, index: int):
+    def __init__(self, workers: ProcessWorkers, index: int, stop: threading.Event):
         self.index = index
         self.count = workers.plan.count
         self._slot_bytes = workers.slot_bytes
-        self._interrupted = False
-        self._closed = False
-        self._done = False
+        self._stop = stop      # the run's stop event: a waiting next_block checks it every poll
+        self._closed = False   # close() has run (guarded by _lock; _free checks it under _send_lock)
+        self._ended = False    # the child sent its last message (End / Failed) or died
         self._inline_warned = False
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
@@ -127,10 +129,8 @@ class ProcessBackend:
             os.close(shm_fd)
         self.conn = Connection(os.dup(parent_sock.fileno()))
         parent_sock.close()
-        setup = {"sys_path": list(sys.path), "needs_main": workers.needs_main, "main": workers.main_info,
-                 "plan": workers.plan_bytes, "index": index, "n_slots": workers.n_slots,
-                 "slot_bytes": workers.slot_bytes}
-        self.conn.send_bytes(pickle.dumps(setup))
+        self.conn.send(Setup(sys_path=list(sys.path), main=workers.main_info, plan=workers.plan_bytes,
+                             index=index, n_slots=workers.n_slots, slot_bytes=workers.slot_bytes))
         self._releaser = threading.Thread(target=self._give_back_released_slots, daemon=True,
                                           name=f"queuepipe-w{index}-release")
         self._releaser.start()
@@ -138,14 +138,14 @@ class ProcessBackend:
 
     @property
     def where(self) -> str:
-        return f"worker {self.index} of {self.count} (process {self.proc.pid})"
+        return f"{worker_label(self.index, self.count)} (process {self.proc.pid})"
 
     # -- WorkerBackend -------------------------------------------------------------
     def next_block(self) -> Block:
-        if self._done:
+        if self._ended:
             raise EndOfStream()
         while True:
-            if self._interrupted or self._closed:
+            if self._stop.is_set() or self._closed:
                 raise EndOfStream()
             try:
                 ready = self.conn.poll(POLL_SECONDS)
@@ -161,41 +161,38 @@ class ProcessBackend:
                 self._fail(self._death())
 
     def _handle(self, msg) -> Block:
-        kind = msg[0]
-        if kind == "block":
-            _, slot, (n_rows, n_batches, tail), metas, objects = msg
+        if isinstance(msg, BlockInSlot):
             lent = len(self.arena.leased_slots())  # only the releaser lowers it meanwhile: safe
-            if lent < self.arena.n_slots - 1 - CHILD_RESERVE and SlotArena.native(metas):
-                columns = self.arena.lend(slot, metas, self._released.put)
+            if lent < self.arena.n_slots - 1 - CHILD_RESERVE and SlotArena.native(msg.metas):
+                columns = self.arena.lend(msg.slot, msg.metas, self._released.put)
             else:  # every other slot is still held (e.g. fetched batches kept by the user): copy
-                columns = self.arena.read(slot, metas)
-                self._free(slot)
-            columns = [o if o is not None else c for c, o in zip(columns, objects)]
-            return Block(columns, n_rows, n_batches, tail=tail)
-        if kind == "inline":
-            _, (n_rows, n_batches, tail), columns = msg
+                columns = self.arena.read(msg.slot, msg.metas)
+                self._free(msg.slot)
+            columns = [o if o is not None else c for c, o in zip(columns, msg.objects)]
+            return Block(columns, msg.n_rows, msg.n_batches, tail=msg.tail)
+        if isinstance(msg, BlockInline):
             if not self._inline_warned:
                 log.warning("queuepipe: %s sent a block that did not fit a free %d-byte shared-memory "
                             "slot; it was pickled instead", self.where, self._slot_bytes)
                 self._inline_warned = True
-            return Block(columns, n_rows, n_batches, tail=tail)
-        if kind == "end":
-            self._done = True
+            return Block(msg.columns, msg.n_rows, msg.n_batches, tail=msg.tail)
+        if isinstance(msg, End):
+            self._ended = True
             raise EndOfStream()
-        if kind == "error":
-            _, data, type_name, message, tb_text = msg
+        if isinstance(msg, Failed):
             exc = None
-            if data is not None:
+            if msg.exception is not None:
                 try:
-                    exc = pickle.loads(data)
+                    exc = pickle.loads(msg.exception)
                 except Exception:
                     exc = None
             if exc is None:
-                exc = RuntimeError(f"{type_name}: {message}")
-            exc.__cause__ = RemoteTraceback(tb_text)
-            self._done = True
-            raise WorkerFailed(WorkerFailure(exc, self.index, self.count, "process", traceback_text=tb_text))
-        raise RuntimeError(f"queuepipe: unexpected message from {self.where}: {kind!r}")
+                exc = RuntimeError(f"{msg.type_name}: {msg.message}")
+            exc.__cause__ = RemoteTraceback(msg.traceback_text)
+            self._ended = True
+            raise FailureSignal(WorkerFailure(exc, self.index, self.count, "process",
+                                              traceback_text=msg.traceback_text))
+        raise RuntimeError(f"queuepipe: unexpected message from {self.where}: {msg!r:.200}")
 
     def _give_back_released_slots(self) -> None:
         """Thread: hand each lent slot back to the child once its last tensor is gone.
@@ -215,7 +212,7 @@ class ProcessBackend:
             if self._closed:
                 return
             try:
-                self.conn.send(("free", slot))
+                self.conn.send(Free(slot))
             except (OSError, ValueError):
                 pass  # the child is gone or going; nothing to give back to
 
@@ -236,11 +233,8 @@ class ProcessBackend:
         return WorkerDiedError(f"queuepipe {self.where} died unexpectedly: {how}")
 
     def _fail(self, exc: BaseException) -> None:
-        self._done = True
-        raise WorkerFailed(WorkerFailure(exc, self.index, self.count, "process", traceback_text=str(exc)))
-
-    def interrupt(self) -> None:
-        self._interrupted = True
+        self._ended = True
+        raise FailureSignal(WorkerFailure(exc, self.index, self.count, "process", traceback_text=str(exc)))
 
     def close(self) -> None:
         """Stop the child now (SIGTERM unwinds its generator; SIGKILL if it lingers), free memory."""
@@ -268,7 +262,6 @@ def _stop_all_children() -> None:
     """At interpreter exit, end every worker process still running (no orphans)."""
     for backend in list(_live):
         try:
-            backend.interrupt()
             backend.close()
         except Exception:
             pass

@@ -1,0 +1,53 @@
+"""The one builder behind both front doors: a source, its spec and the options -> a Pipeline.
+
+It plans the workers (:class:`~queuepipe.workers.worker.WorkerPlan`), picks their
+backend (threads, or child processes), makes the pipeline's runtime and adds the
+graph part (queue, enqueue ops, runner, gated dequeue).  TensorFlow is imported here,
+so ``import queuepipe`` (which does not import this module) stays TF-free.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import GraphModeError
+from .options import PipelineOptions, Sizes
+from .sources import Source
+from .spec import Spec
+from .tf.pipeline import Pipeline, build_pipeline
+from .workers.runtime import BackendFactory, PipelineRuntime
+from .workers.worker import ThreadBackend, WorkerPlan
+
+
+def check_graph_mode() -> None:
+    """Refuse to build in eager mode, before any worker or file is touched."""
+    import tensorflow as tf
+    if tf.executing_eagerly():
+        raise GraphModeError(
+            "queuepipe builds tf.compat.v1 graph ops (queues, queue runners) and TensorFlow is in eager "
+            "mode here: build the pipeline inside `with tf.Graph().as_default():`, or call "
+            "tf.compat.v1.disable_eager_execution() at program start")
+
+
+def build(source: Source, output_types: Any, options: PipelineOptions, sizes: Sizes) -> Pipeline:
+    """A pipeline whose workers run ``source``, its batches shaped by ``source.spec``."""
+    check_graph_mode()
+    spec: Spec = source.spec
+    plan = WorkerPlan(source=source, spec=spec, count=options.workers, batch_size=options.batch_size,
+                      batches_per_block=sizes.batches_per_block, shuffle_rows=sizes.shuffle_rows,
+                      seed=sizes.seed)
+    capacity_batches = options.capacity_batches(sizes.batches_per_block)
+    make_backend: BackendFactory
+    if options.mode == "thread":
+        def make_backend(index, stop):
+            return ThreadBackend(plan, index, stop)
+    else:
+        from .workers.process.parent import ProcessWorkers
+        pool = ProcessWorkers(plan, start_method=options.start_method,
+                              n_slots=ProcessWorkers.slots_for_capacity(capacity_batches,
+                                                                        sizes.batches_per_block))
+        make_backend = pool.backend
+    runtime = PipelineRuntime(spec, options.workers, options.batch_size, options.allow_smaller_final_batch,
+                              make_backend, options.mode, batches_per_block=sizes.batches_per_block)
+    return build_pipeline(runtime, spec, output_types, batch_size=options.batch_size,
+                          capacity_batches=capacity_batches, batches_per_block=sizes.batches_per_block,
+                          allow_smaller_final_batch=options.allow_smaller_final_batch, name=options.name)

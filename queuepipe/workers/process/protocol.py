@@ -1,0 +1,76 @@
+"""The messages between the parent and a worker process, one small frozen dataclass each.
+
+Sent pickled over the worker's socket (``multiprocessing.connection.Connection``).
+Parent -> child: :class:`Setup` once, then :class:`Free` whenever TensorFlow is done
+with a slot.  Child -> parent: :class:`BlockInSlot` (the common case: the block's bytes
+are in a shared-memory slot, only its layout travels), :class:`BlockInline` (rare: a
+block that fits no free slot travels pickled), then :class:`End` or :class:`Failed`
+as the last message.  The slot protocol these carry is in DESIGN.md ("The slot protocol").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List, Optional, Tuple
+
+import numpy as np
+
+# (dtype str, shape, byte offset in slot) per numeric column; None for an object column
+ColumnMeta = Optional[Tuple[str, Tuple[int, ...], int]]
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Everything a fresh child interpreter needs to become worker ``index``."""
+
+    sys_path: List[str]
+    main: dict           # how to import the parent's __main__ ({} when the plan does not need it)
+    plan: bytes          # the pickled WorkerPlan (unpickled after sys.path and __main__ are set)
+    index: int
+    n_slots: int
+    slot_bytes: int
+
+
+@dataclass(frozen=True)
+class BlockInSlot:
+    """A block written in shared-memory slot ``slot``: numeric columns by ``metas``, object
+    (string) columns pickled in ``objects`` (None where the column is numeric)."""
+
+    slot: int
+    n_rows: int
+    n_batches: int
+    tail: bool
+    metas: List[ColumnMeta]
+    objects: List[Optional[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class BlockInline:
+    """A block sent pickled: larger than a slot, or sent while every slot was held."""
+
+    n_rows: int
+    n_batches: int
+    tail: bool
+    columns: List[Any]
+
+
+@dataclass(frozen=True)
+class End:
+    """The worker delivered everything; its last message."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The worker failed; its last message.  ``exception`` is the pickled exception, or None
+    when it does not pickle (the parent then rebuilds a RuntimeError from type and text)."""
+
+    exception: Optional[bytes]
+    type_name: str
+    message: str
+    traceback_text: str
+
+
+@dataclass(frozen=True)
+class Free:
+    """Parent -> child: TensorFlow is done with ``slot``; the child may write it again."""
+
+    slot: int
