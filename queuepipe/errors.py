@@ -10,6 +10,8 @@ class                        also a              raised when
 ``ArgumentTypeError``        TypeError           an argument has a bad type (an unpicklable generator
                                                  for ``mode="process"``, a non-callable ``map_fn``)
 ``GraphModeError``           RuntimeError        a pipeline is built while TensorFlow executes eagerly
+``MissingDependencyError``   ImportError         a setting needs a package that is not installed
+                                                 (``QUEUEPIPE_INFLATE=isal`` without ``isal``)
 ``SpecError``                ValueError          a sample/block does not match the declared structure,
                                                  dtype or shape (build time or in a worker)
 ``WorkerDiedError``          RuntimeError        a worker process ended without saying why (signal, crash)
@@ -55,6 +57,10 @@ class ArgumentError(QueuepipeError, ValueError):
 
 class ArgumentTypeError(QueuepipeError, TypeError):
     """An argument of a queuepipe entry point has a type it cannot take."""
+
+
+class MissingDependencyError(QueuepipeError, ImportError):
+    """A setting asks for an optional package that is not installed."""
 
 
 class GraphModeError(QueuepipeError, RuntimeError):

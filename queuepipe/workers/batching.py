@@ -15,6 +15,7 @@ from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tup
 
 import numpy as np
 
+from ..errors import SpecError
 from ..spec import Spec
 from .buffers import ALIGNMENT, Block, BlockAllocator, aligned_block, aligned_empty
 
@@ -23,7 +24,7 @@ def _pad_rows(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     shapes = [np.shape(v) for v in values]
     rank = len(shapes[0]) if shapes else 0
     if any(len(s) != rank for s in shapes):
-        raise ValueError(f"rows of a padded field differ in rank: {sorted(set(shapes))}")
+        raise SpecError(f"rows of a padded field differ in rank: {sorted(set(shapes))}")
     target = tuple(max(s[d] for s in shapes) for d in range(rank)) if shapes else ()
     out = aligned_empty((len(values),) + target, dtype)
     out[...] = b"" if dtype == np.dtype(object) else 0

@@ -24,6 +24,7 @@ PUBLIC = [
     ("ArgumentError", ValueError),
     ("ArgumentTypeError", TypeError),
     ("GraphModeError", RuntimeError),
+    ("MissingDependencyError", ImportError),
 ]
 
 

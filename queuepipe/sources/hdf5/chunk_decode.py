@@ -24,7 +24,7 @@ from typing import Callable, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-from ...errors import HDF5ReadError
+from ...errors import ArgumentError, HDF5ReadError, MissingDependencyError
 from .chunk_table import ChunkTable, StoredBytes, chunk_shape, stored_as_read
 
 DEFLATE, SHUFFLE = 1, 2
@@ -41,13 +41,13 @@ def inflater() -> Tuple[str, Callable[[bytes, int], bytes]]:
     """
     choice = os.environ.get("QUEUEPIPE_INFLATE", "auto").strip().lower() or "auto"
     if choice not in ("auto", "isal", "zlib"):
-        raise ValueError(f"QUEUEPIPE_INFLATE must be 'auto', 'isal' or 'zlib', not {choice!r}")
+        raise ArgumentError(f"QUEUEPIPE_INFLATE must be 'auto', 'isal' or 'zlib', not {choice!r}")
     if choice != "zlib":
         try:
             from isal import isal_zlib
         except ImportError:
             if choice == "isal":
-                raise ImportError("QUEUEPIPE_INFLATE=isal, but the isal package is not installed "
+                raise MissingDependencyError("QUEUEPIPE_INFLATE=isal, but the isal package is not installed "
                                   "(pip install isal)") from None
         else:
             isal_decompress = isal_zlib.decompress
