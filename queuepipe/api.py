@@ -51,7 +51,7 @@ def from_generator(generator: Any, output_types: Any, output_shapes: Any = None,
     capacity: samples buffered in the queue (rounded up to whole batches).
     mode: "thread" or "process" (a child process per worker; see README for when).
     """
-    from .build import build, check_graph_mode
+    from .build import build
     from .options import resolved_sizes
     from .sources.generator import GeneratorSource
     from .spec import Spec
@@ -63,7 +63,6 @@ def from_generator(generator: Any, output_types: Any, output_shapes: Any = None,
                               min_after_dequeue=min_after_dequeue, seed=seed, num_epochs=num_epochs,
                               capacity=capacity, allow_smaller_final_batch=allow_smaller_final_batch,
                               batches_per_block=batches_per_block, name=name, start_method=start_method)
-    check_graph_mode()
     _, np_types = tf_dtypes_of(output_types)
     spec = Spec.build(np_types, output_shapes, dynamic_pad=dynamic_pad)
     source = GeneratorSource(generator, spec, yields=yields, num_epochs=num_epochs, chunk_rows=batch_size)
@@ -171,7 +170,7 @@ def from_hdf5(files: Any, datasets: Any, *, rows: Any = None, batch_size: int, w
     from .spec import Spec
     from .tf.pipeline import tf_dtypes_of
 
-    check_graph_mode()
+    check_graph_mode()  # here already, not only in build(): before any file is opened
     layout = inspect_files(resolve_files(files), datasets, with_row_ids=with_row_ids)
     selection = select(rows, [(f.path, f.n_rows) for f in layout.files])
     if shard is not None:

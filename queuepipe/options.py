@@ -52,8 +52,9 @@ class PipelineOptions:
         positive_int("workers", self.workers)
         if self.mode not in MODES:
             raise ArgumentError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.num_epochs is not None:
-            positive_int("num_epochs", self.num_epochs)  # None: forever
+        if self.num_epochs is not None and (isinstance(self.num_epochs, bool)
+                                            or not isinstance(self.num_epochs, int) or self.num_epochs < 1):
+            raise ArgumentError(f"num_epochs must be a positive int or None (forever), got {self.num_epochs!r}")
         if self.capacity is not None:
             positive_int("capacity", self.capacity)
         if self.batches_per_block is not None:
@@ -98,10 +99,11 @@ class Sizes:
 
 
 def resolved_sizes(options: PipelineOptions, spec: Spec, batches_per_block: Optional[int] = None,
-                   shuffle_rows: Optional[int] = None) -> Sizes:
+                   whole_blocks: bool = False) -> Sizes:
     """``options`` with every size decided.  A source that reads in its own units (HDF5: whole
-    chunk-aligned blocks) passes its ``batches_per_block`` and ``shuffle_rows``; otherwise
-    they follow from the options and the spec."""
+    chunk-aligned blocks) passes its ``batches_per_block``, and ``whole_blocks`` to round the
+    shuffle buffer up to whole blocks (the batcher then never cuts a block early, so a seed
+    reproduces the order); otherwise sizes follow from the options and the spec."""
     if spec.any_padded:
         per_block = 1
     elif batches_per_block is not None:
@@ -112,10 +114,11 @@ def resolved_sizes(options: PipelineOptions, spec: Spec, batches_per_block: Opti
         per_block = default_batches_per_block(spec, options.batch_size)
     if not options.shuffle:
         rows = 0
-    elif shuffle_rows is not None:
-        rows = shuffle_rows
     elif options.min_after_dequeue is None:
         rows = default_shuffle_rows(options.batch_size, per_block)
     else:
         rows = max(1, int(options.min_after_dequeue))
+    if rows and whole_blocks:
+        block_rows = per_block * options.batch_size
+        rows = math.ceil(rows / block_rows) * block_rows
     return Sizes(batches_per_block=per_block, shuffle_rows=rows, seed=options.base_seed())

@@ -25,6 +25,7 @@ A side probe for BENCHMARKS.md's "where the time goes", not a harness row.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import threading
@@ -32,7 +33,7 @@ import time
 
 import numpy as np
 
-from queuepipe.tools.limits import consumer_op, limit_consumer, resident_batch
+from queuepipe.tools.limits import consumer_op, limit_consumer, resident_batch, timed_steps
 
 from ..data import ensure_file, warm_page_cache
 
@@ -66,20 +67,16 @@ def limit_with_trigger(x: np.ndarray, y: np.ndarray, every: int, trigger: thread
     """Samples/s of limit-consumer's loop (same session, fetch, warm-up and stop rule) that
     sets ``trigger`` before every ``every``-th timed step."""
     with resident_batch([x, y], also_fetch=(1,)) as (sess, fetch):
-        for _ in range(warmup):
-            sess.run(fetch)
-        steps = 0
-        t0 = time.perf_counter()
-        deadline = t0 + seconds
-        while True:
-            if steps % every == 0:
+        calls = itertools.count(-warmup)  # the warm-up steps come first and never trigger
+
+        def step() -> None:
+            n = next(calls)
+            if n >= 0 and n % every == 0:
                 trigger.set()
             sess.run(fetch)
-            steps += 1
-            now = time.perf_counter()
-            if now > deadline and steps >= 5:
-                break
-    return steps * len(x) / (now - t0)
+
+        steps, elapsed = timed_steps(step, seconds=seconds, warmup=warmup)
+    return steps * len(x) / elapsed
 
 
 def prefilled_queue(path: str, batches: int = 600) -> float:

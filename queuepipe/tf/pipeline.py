@@ -62,8 +62,9 @@ class Pipeline:
         return self.runtime.failure
 
     def size(self) -> tf.Tensor:
-        """Number of batches waiting in the queue (a tensor)."""
-        return self.queue.size()
+        """Number of batches waiting in the queue (a tensor made when the pipeline was built, so
+        it works after the graph is finalized)."""
+        return self.runner.queue_size
 
     def close(self) -> None:
         """Stop the workers now (also done automatically when the runners stop)."""
@@ -180,7 +181,7 @@ def build_pipeline(runtime: PipelineRuntime, spec: Spec, output_types: Any, *, b
                     if field.shape is not None:
                         t.set_shape([None] + list(field.shape))
                 enqueue_ops.append(_enqueue_block(queue, columns, errors, batch_size, batches_per_block))
-        runner = PipelineQueueRunner(runtime, queue, enqueue_ops, name, session_probe=queue.size(name="size"))
+        runner = PipelineQueueRunner(runtime, queue, enqueue_ops, name, queue_size=queue.size(name="size"))
         tf1.train.add_queue_runner(runner)
 
         with tf1.name_scope("dequeue"):

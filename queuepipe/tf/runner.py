@@ -39,9 +39,9 @@ class _RunThreads:
 class PipelineQueueRunner(tf1.train.QueueRunner):
     """QueueRunner for one pipeline: one enqueue op per worker, plus a watcher per run."""
 
-    def __init__(self, runtime: PipelineRuntime, queue, enqueue_ops, name: str, session_probe):
-        """``session_probe``: a cheap op of the graph (the queue's size) whose run fails once the
-        session is closed -- how the watcher learns that, through public API only."""
+    def __init__(self, runtime: PipelineRuntime, queue, enqueue_ops, name: str, queue_size):
+        """``queue_size``: the queue's size op.  Cheap, and its run fails once the session is
+        closed: the watcher runs it to learn that, through public API only."""
         super().__init__(
             queue=queue, enqueue_ops=enqueue_ops,
             close_op=queue.close(name="close"),
@@ -51,7 +51,7 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
             queue_closed_exception_types=(tf.errors.OutOfRangeError, tf.errors.CancelledError))
         self.runtime = runtime
         self.pipeline_name = name
-        self._session_probe = session_probe
+        self.queue_size = queue_size
         self._guard = threading.Lock()
         self._active: Optional[_RunThreads] = None
         self._errors: List[BaseException] = []
@@ -134,7 +134,7 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
         cancelled = False
         looks = 0
         try:
-            probe = sess.make_callable(self._session_probe)
+            probe = sess.make_callable(self.queue_size)
         except Exception:  # noqa: BLE001 - the session is closed already
             probe = None
         try:

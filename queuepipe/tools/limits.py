@@ -288,23 +288,29 @@ def resident_batch(batch: Sequence[np.ndarray], *, make_consumer: Callable = con
             yield sess, fetch
 
 
+def timed_steps(step: Callable[[], Any], *, seconds: float = 1.0, warmup: int = 20) -> Tuple[int, float]:
+    """(steps, seconds): call ``step`` ``warmup`` times, then time it for ``seconds`` and at least
+    5 calls -- the stop rule every limit-consumer-style row shares."""
+    for _ in range(warmup):
+        step()
+    steps = 0
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    while True:
+        step()
+        steps += 1
+        now = time.perf_counter()
+        if now > deadline and steps >= 5:
+            return steps, now - t0
+
+
 def limit_consumer(batch: Sequence[np.ndarray], *, seconds: float = 1.0, warmup: int = 20,
                    make_consumer: Callable = consumer_op, also_fetch: Sequence[int] = ()) -> Tuple[int, float]:
     """(rows, seconds): ``sess.run`` of the consumer on one batch held in ``tf.Variable`` s,
     after ``warmup`` steps, for ``seconds`` and at least 5 steps (see :func:`resident_batch`)."""
     with resident_batch(batch, make_consumer=make_consumer, also_fetch=also_fetch) as (sess, fetch):
-        for _ in range(warmup):
-            sess.run(fetch)
-        steps = 0
-        t0 = time.perf_counter()
-        deadline = t0 + seconds
-        while True:
-            sess.run(fetch)
-            steps += 1
-            now = time.perf_counter()
-            if now > deadline and steps >= 5:
-                break
-    return steps * len(batch[0]), now - t0
+        steps, elapsed = timed_steps(lambda: sess.run(fetch), seconds=seconds, warmup=warmup)
+    return steps * len(batch[0]), elapsed
 
 
 # --------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ with one worker is reproducible.
 from __future__ import annotations
 
 import importlib
-import math
 import sys
 from typing import Any, Callable, Iterator, List, Optional, Tuple
 
@@ -21,8 +20,7 @@ import numpy as np
 
 from ...workers.buffers import BlockAllocator, aligned_block
 from ...errors import add_note
-from ...options import (PipelineOptions, Sizes, default_batches_per_block, default_shuffle_rows,
-                        resolved_sizes)
+from ...options import PipelineOptions, Sizes, default_batches_per_block, resolved_sizes
 from ...spec import Spec
 from ...workers.info import worker_info
 from .chunk_decode import inflater
@@ -147,20 +145,13 @@ def plan_source(layout: Layout, selection: Selection, spec: Spec, options: Pipel
     """The HDF5 source for ``from_hdf5``, and the sizes it reads in.
 
     Blocks are whole batches and, where that fits, whole HDF5 chunks (``choose_block_batches``);
-    the shuffle buffer is rounded up to whole blocks, so the batcher never cuts a block early
-    and a seed reproduces the order; every worker gets the same base seed (they must agree
-    on each epoch's block order)."""
+    the shuffle buffer is rounded up to whole blocks; every worker gets the same base seed
+    (they must agree on each epoch's block order)."""
     read_spec = Spec.build([c.dtype for c in layout.columns], [c.shape for c in layout.columns])
     batch_size = options.batch_size
     batches_per_block = options.batches_per_block or choose_block_batches(
         batch_size, default_batches_per_block(read_spec, batch_size), layout.files[0].chunk_rows)
-    block_rows = batches_per_block * batch_size
-    shuffle_rows = None
-    if options.shuffle:
-        wanted = (default_shuffle_rows(batch_size, batches_per_block) if options.min_after_dequeue is None
-                  else max(1, int(options.min_after_dequeue)))
-        shuffle_rows = math.ceil(wanted / block_rows) * block_rows
-    sizes = resolved_sizes(options, spec, batches_per_block=batches_per_block, shuffle_rows=shuffle_rows)
+    sizes = resolved_sizes(options, spec, batches_per_block=batches_per_block, whole_blocks=True)
     if needs_inflater(layout):
         inflater()  # a bad QUEUEPIPE_INFLATE is refused here, not in a worker
     # a worker process starts without the parent's imports: let it register the same plugins
@@ -169,8 +160,8 @@ def plan_source(layout: Layout, selection: Selection, spec: Spec, options: Pipel
     geometries = [geometry(files_rows, [f.filtered_chunk_rows[di] for f in layout.files], d.row_bytes,
                            [reads_plain_rows(layout, fi, di) for fi in range(len(layout.files))])
                   for di, d in enumerate(layout.datasets)]
-    source = HDF5Source(layout, selection, geometries, block_rows=block_rows, shuffle=options.shuffle,
-                        seed=sizes.seed, num_epochs=options.num_epochs, spec=spec, map_fn=map_fn,
+    source = HDF5Source(layout, selection, geometries, block_rows=sizes.batches_per_block * batch_size,
+                        shuffle=options.shuffle, seed=sizes.seed, num_epochs=options.num_epochs, spec=spec, map_fn=map_fn,
                         map_per_sample=map_per_sample, plugin_modules=plugins)
     return source, sizes
 
