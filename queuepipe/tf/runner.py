@@ -92,14 +92,15 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
 
     def _enqueue_loop(self, sess, index: int, coord, threads_of_run: _RunThreads) -> None:
         """One worker's thread: wait for its next block here (``prefetch``: in thread mode the
-        user's generator runs here), then run the enqueue op; until the worker is done, the
-        run stops or the coordinator stops.
+        user's generator runs here), then run the enqueue op; until the enqueue ends orderly
+        (``OutOfRangeError``: the worker is done or the run stops; ``CancelledError``: the
+        queue was cancelled), the run stops or the coordinator stops.
 
-        The last thread of a run to find its worker done closes the queue (the remaining
-        batches are delivered, then ``OutOfRangeError``).  Any other error stops the
+        The last thread of a run to end orderly closes the queue (the remaining batches are
+        delivered, then ``OutOfRangeError``).  Any other error stops the
         coordinator with it (or, without one, is recorded and raised), as TF's runner does."""
         run = threads_of_run.run
-        worker_done = False
+        ended_orderly = False
         try:
             enqueue = sess.make_callable(self.enqueue_ops[index])
             while not run.stop.is_set() and not (coord is not None and coord.should_stop()):
@@ -107,7 +108,7 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
                 try:
                     enqueue()
                 except self.queue_closed_exception_types:
-                    worker_done = True
+                    ended_orderly = True
                     return
         except Exception as exc:  # noqa: BLE001
             if coord is not None:
@@ -120,7 +121,7 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
             with self._guard:
                 threads_of_run.alive -= 1
                 last = threads_of_run.alive == 0
-            if last and worker_done:
+            if last and ended_orderly:
                 try:
                     sess.run(self.close_op)
                 except Exception:  # noqa: BLE001 - the session is closing, or the queue is closed
