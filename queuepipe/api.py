@@ -27,7 +27,8 @@ def from_generator(generator: Any, output_types: Any, output_shapes: Any = None,
                    seed: Optional[int] = None, num_epochs: Optional[int] = 1,
                    capacity: Optional[int] = None, allow_smaller_final_batch: bool = False,
                    dynamic_pad: bool = False, batches_per_block: Optional[int] = None,
-                   name: Optional[str] = None, start_method: Optional[str] = None) -> "Pipeline":
+                   name: Optional[str] = None, start_method: Optional[str] = None,
+                   overlap_epochs: bool = False, stall_timeout: Optional[float] = None) -> "Pipeline":
     """Batch tensors fed from a Python generator by ``workers`` background workers.
 
     generator: a callable returning an iterator -- called once per worker (and per
@@ -48,6 +49,18 @@ def from_generator(generator: Any, output_types: Any, output_shapes: Any = None,
     num_epochs: times each worker's generator is called and run to exhaustion (None:
         forever).  After the last one, the remaining rows are delivered (a final smaller
         batch with ``allow_smaller_final_batch``), then ``sess.run`` raises OutOfRangeError.
+    overlap_epochs: False (default): epochs are delivered in order -- every row of epoch
+        k (of every worker) is in the queue before any row of epoch k+1, except that the
+        one batch at each boundary may end with the next epoch's first rows; the shuffle
+        buffer is drained at each epoch's end (as TF1's ``batch`` over an epoch-ordered
+        ``string_input_producer``, or ``tf.data``'s ``shuffle().repeat()``).  True: epochs
+        run on without a pause and the shuffle buffer mixes rows of neighbouring epochs
+        (as TF1's ``shuffle_batch``, or ``repeat().shuffle()``): each row is still
+        delivered once per epoch in total, not per epoch in order.
+    stall_timeout: seconds a worker may spend producing one block before it is reported
+        as stalled (``queuepipe.WorkerStalledError`` at ``sess.run``, naming what it was
+        doing, e.g. the file and rows being read); a stalled worker process is killed.
+        None (default): never (a slow generator is not an error).
     capacity: samples buffered in the queue (rounded up to whole batches).
     mode: "thread" or "process" (a child process per worker; see README for when).
     """
@@ -62,7 +75,8 @@ def from_generator(generator: Any, output_types: Any, output_shapes: Any = None,
     options = PipelineOptions(batch_size=batch_size, workers=workers, mode=mode, shuffle=shuffle,
                               min_after_dequeue=min_after_dequeue, seed=seed, num_epochs=num_epochs,
                               capacity=capacity, allow_smaller_final_batch=allow_smaller_final_batch,
-                              batches_per_block=batches_per_block, name=name, start_method=start_method)
+                              batches_per_block=batches_per_block, name=name, start_method=start_method,
+                              overlap_epochs=overlap_epochs, stall_timeout=stall_timeout)
     _, np_types = tf_dtypes_of(output_types)
     spec = Spec.build(np_types, output_shapes, dynamic_pad=dynamic_pad)
     source = GeneratorSource(generator, spec, yields=yields, num_epochs=num_epochs, chunk_rows=batch_size)
@@ -84,7 +98,8 @@ def from_hdf5(files: Any, datasets: Any, *, rows: Any = None, batch_size: int, w
               shard: Optional[Tuple[int, int]] = None, with_row_ids: bool = False,
               capacity: Optional[int] = None, allow_smaller_final_batch: bool = False,
               batches_per_block: Optional[int] = None, name: Optional[str] = None,
-              start_method: Optional[str] = None) -> "Pipeline":
+              start_method: Optional[str] = None, overlap_epochs: bool = False,
+              stall_timeout: Optional[float] = None) -> "Pipeline":
     """Batch tensors of selected rows of HDF5 datasets, read by ``workers`` background workers.
 
     files: a path, a glob pattern (matches sorted by name) or a list of them.  Several
@@ -121,7 +136,8 @@ def from_hdf5(files: Any, datasets: Any, *, rows: Any = None, batch_size: int, w
         Reads stay sequential within a block, which is what keeps shuffled reading fast.
         With ``seed`` and one worker the order is reproducible.
     num_epochs: passes over the selection (None: forever).  Each epoch delivers every
-        selected row exactly once across all workers; epochs run on without a gap.
+        selected row exactly once across all workers, and (unless ``overlap_epochs``)
+        before any row of the next epoch.
     map_fn: numpy preprocessing run inside the workers: called on whole blocks (the
         structure ``.batch`` would have, with a leading row dim; it may return any
         number of rows; row ids included with ``with_row_ids``) -- or per sample with
@@ -129,7 +145,7 @@ def from_hdf5(files: Any, datasets: Any, *, rows: Any = None, batch_size: int, w
         define ``.batch``: declare them with ``output_types`` (and ``output_shapes``)
         as in ``from_generator``.  For ``mode="process"`` it must be picklable.
     workers / mode / capacity / allow_smaller_final_batch / batches_per_block / name /
-        start_method: as in ``from_generator``.  With ``shuffle=False`` and one worker
+        start_method / overlap_epochs / stall_timeout: as in ``from_generator``.  With ``shuffle=False`` and one worker
         rows arrive in selection order; several workers read blocks in parallel, so
         block order then interleaves.
 
@@ -144,7 +160,8 @@ def from_hdf5(files: Any, datasets: Any, *, rows: Any = None, batch_size: int, w
     options = PipelineOptions(batch_size=batch_size, workers=workers, mode=mode, shuffle=shuffle,
                               min_after_dequeue=min_after_dequeue, seed=seed, num_epochs=num_epochs,
                               capacity=capacity, allow_smaller_final_batch=allow_smaller_final_batch,
-                              batches_per_block=batches_per_block, name=name, start_method=start_method)
+                              batches_per_block=batches_per_block, name=name, start_method=start_method,
+                              overlap_epochs=overlap_epochs, stall_timeout=stall_timeout)
     if map_fn is None and (output_types is not None or output_shapes is not None or map_per_sample):
         raise ArgumentError("output_types / output_shapes / map_per_sample describe map_fn's results; "
                             "without map_fn the batch structure comes from the datasets")

@@ -34,7 +34,7 @@ def build(source: Source, output_types: Any, options: PipelineOptions, sizes: Si
     spec: Spec = source.spec
     plan = WorkerPlan(source=source, spec=spec, count=options.workers, batch_size=options.batch_size,
                       batches_per_block=sizes.batches_per_block, shuffle_rows=sizes.shuffle_rows,
-                      seed=sizes.seed)
+                      seed=sizes.seed, overlap_epochs=options.overlap_epochs)
     capacity_batches = options.capacity_batches(sizes.batches_per_block)
     make_backend: BackendFactory
     if options.mode == "thread":

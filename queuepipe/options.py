@@ -46,6 +46,8 @@ class PipelineOptions:
     batches_per_block: Optional[int] = None
     name: Optional[str] = None
     start_method: Optional[str] = None
+    overlap_epochs: bool = False
+    stall_timeout: Optional[float] = None
 
     def __post_init__(self) -> None:
         positive_int("batch_size", self.batch_size)
@@ -59,6 +61,11 @@ class PipelineOptions:
             positive_int("capacity", self.capacity)
         if self.batches_per_block is not None:
             positive_int("batches_per_block", self.batches_per_block)
+        if self.stall_timeout is not None and (isinstance(self.stall_timeout, bool)
+                                               or not isinstance(self.stall_timeout, (int, float))
+                                               or not self.stall_timeout > 0):
+            raise ArgumentError(f"stall_timeout must be a positive number of seconds or None (never), "
+                                f"got {self.stall_timeout!r}")
 
     def base_seed(self) -> int:
         """The pipeline's seed: the given one, or a fresh random one (all workers share it)."""

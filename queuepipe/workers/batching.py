@@ -10,13 +10,28 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Deque, Iterable, Iterator, List, Optional
+from dataclasses import dataclass
+from typing import Deque, Iterable, Iterator, List, Optional, Union
 
 import numpy as np
 
 from ..errors import SpecError
 from ..spec import Spec
 from .buffers import ALIGNMENT, Block, BlockAllocator, aligned_block, aligned_empty
+
+@dataclass(frozen=True)
+class NewEpoch:
+    """A marker in a worker's chunk stream: the chunks after it belong to ``epoch``.
+
+    The worker loop puts it between epochs when epochs are delivered in order; the batcher
+    then ends the epoch before it: every whole batch, then a tail of the epoch's leftover
+    rows (see :mod:`.delivery`)."""
+
+    epoch: int
+
+
+Chunk = Union[List[np.ndarray], NewEpoch]
+
 
 def _pad_rows(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Stack per-row arrays of different shapes, padding each dim to the largest (0 or b'')."""
@@ -102,10 +117,20 @@ class _ShuffleBuffer:
     Rows stay where they were written: the pool keeps an index of occupied slots and a
     stack of free ones, so each row is copied in once and out once -- never moved to
     close the gap a drawn row leaves.
+
+    Memory: ``capacity`` (the most rows the caller will ever keep in the pool: a batcher's
+    reserve plus one batch) is allocated at the first add, once, and never copied; without
+    it the pool starts at 64 rows or :attr:`FIRST_BYTES`, whichever is fewer (at least what
+    the add needs), and doubles when full.  The buffers are ``np.empty``: a page costs memory
+    only once a row is written in it, and freed slots are reused first (a stack), so the
+    pool touches about as many rows as it ever held at once -- not its capacity.
     """
 
-    def __init__(self, rng: np.random.Generator):
+    FIRST_BYTES = 1 << 20  # without a capacity: the first allocation's size cap (one row at least)
+
+    def __init__(self, rng: np.random.Generator, capacity: Optional[int] = None):
         self.rng = rng
+        self.capacity = capacity
         self.columns: Optional[List[np.ndarray]] = None
         self.occupied = np.zeros(0, np.int64)  # slot of the i-th row in the pool, i < rows
         self.free = np.zeros(0, np.int64)      # free slots, used from the end
@@ -113,13 +138,21 @@ class _ShuffleBuffer:
         self.rows = 0
 
     def _grow(self, need: int, like: List[np.ndarray]) -> None:
+        """Room for ``need`` rows: ``capacity`` if that is enough, else (geometric growth)
+        twice the old size, the first time a small first allocation."""
         old = 0 if self.columns is None else len(self.columns[0])
-        cap = max(need, 2 * old, 64)
+        if self.capacity is not None and need <= self.capacity:
+            cap = self.capacity
+        else:
+            row_nbytes = sum(c.dtype.itemsize * int(np.prod(c.shape[1:], dtype=np.int64)) for c in like)
+            first = max(1, min(64, self.FIRST_BYTES // max(1, row_nbytes)))
+            cap = max(need, 2 * old, first)
         grown = []
         for k, c in enumerate(like):
             g = np.empty((cap,) + c.shape[1:], c.dtype)
             if old:
                 g[:old] = self.columns[k]
+                self.columns[k] = None  # the old buffer goes now: one field's old rows at a time
             grown.append(g)
         self.columns = grown
         occupied = np.zeros(cap, np.int64)
@@ -181,12 +214,18 @@ class Batcher:
     least one batch is ready and ``time_budget`` seconds have passed, so slow
     generators still deliver promptly.  With ``shuffle_rows`` > 0 rows are drawn at
     random from a buffer kept at least that full (like ``min_after_dequeue``).
-    The last block is a ``tail`` with the fewer-than-a-batch leftover rows.
+    At a :class:`NewEpoch` marker in the chunk stream the epoch ends: the shuffle buffer
+    is drained into whole batches, and the leftover rows (fewer than a batch) either head
+    the next epoch's first batch (one worker: delivery order is this stream's order) or,
+    with ``epoch_tails`` (several workers: leftovers are merged across workers,
+    :mod:`.delivery`), become the epoch's ``tail``.  The last block is always the final
+    tail.  Every block carries its epoch.
     """
 
     def __init__(self, spec: Spec, batch_size: int, batches_per_block: int,
                  shuffle_rows: int = 0, rng: Optional[np.random.Generator] = None,
-                 time_budget: float = 0.05, allocate: BlockAllocator = aligned_block):
+                 time_budget: float = 0.05, allocate: BlockAllocator = aligned_block,
+                 epoch_tails: bool = False):
         self.spec = spec
         self.batch_size = batch_size
         self.batches_per_block = 1 if spec.any_padded else max(1, batches_per_block)
@@ -194,18 +233,29 @@ class Batcher:
         self.shuffle_rows = shuffle_rows
         self.rng = rng if rng is not None else np.random.default_rng()
         self.time_budget = time_budget
+        self.epoch_tails = epoch_tails
+        self.epoch = 0  # the epoch of the rows being batched
 
-    def blocks(self, chunks: Iterable[List[np.ndarray]]) -> Iterator[Block]:
-        if self.shuffle_rows > 0:
-            return self._shuffled_blocks(chunks)
-        return self._ordered_blocks(chunks)
+    def blocks(self, chunks: Iterable[Chunk]) -> Iterator[Block]:
+        """Blocks of whole batches, each labelled with its rows' epoch, ending with a tail."""
+        inner = self._shuffled_blocks(chunks) if self.shuffle_rows > 0 else self._ordered_blocks(chunks)
+        for block in inner:
+            block.epoch = self.epoch
+            yield block
 
-    def _ordered_blocks(self, chunks: Iterable[List[np.ndarray]]) -> Iterator[Block]:
+    def _ordered_blocks(self, chunks: Iterable[Chunk]) -> Iterator[Block]:
         B = self.batch_size
         target = B * self.batches_per_block
         store = _RowStore()
         started = time.monotonic()
         for cols in chunks:
+            if isinstance(cols, NewEpoch):
+                if self.epoch_tails:
+                    while store.rows >= B:
+                        yield self._block(store, min(target, (store.rows // B) * B))
+                    yield self._tail(store)
+                self.epoch = cols.epoch  # without epoch tails, one batch may span the boundary
+                continue
             if store.rows == 0 and self._passes_through(cols):
                 yield Block(list(cols), len(cols[0]), len(cols[0]) // B)  # zero-copy fast path
                 started = time.monotonic()
@@ -221,13 +271,14 @@ class Batcher:
             yield self._block(store, min(target, (store.rows // B) * B))
         yield self._tail(store)
 
-    def _shuffled_blocks(self, chunks: Iterable[List[np.ndarray]]) -> Iterator[Block]:
+    def _shuffled_blocks(self, chunks: Iterable[Chunk]) -> Iterator[Block]:
         """Rows enter a buffer one by one (conceptually); each time it holds ``shuffle_rows + B``
         rows a batch of B is drawn at random.  Draw points depend only on the row sequence --
         never on chunk sizes or timing -- so a seed fixes the order; timing only decides how
         many drawn batches travel together in one block."""
         B, per_block, reserve = self.batch_size, self.batches_per_block, self.shuffle_rows
         pool = _ShuffleBuffer(self.rng)
+        carried = _RowStore()  # an ended epoch's last rows (< B): the head of the next batch
         dest: Optional[List[np.ndarray]] = None
         drawn = 0
         started = time.monotonic()
@@ -236,7 +287,11 @@ class Batcher:
             nonlocal dest, drawn
             if dest is None:
                 dest = self._new_dest(pool, per_block * B)
-            pool.take_into([d[drawn * B:(drawn + 1) * B] for d in dest], B)
+            batch = [d[drawn * B:(drawn + 1) * B] for d in dest]
+            k = carried.rows
+            if k:
+                carried.take_into(batch, k)
+            pool.take_into([d[k:] for d in batch], B - k)
             drawn += 1
 
         def take_block() -> Block:
@@ -245,25 +300,39 @@ class Batcher:
             dest, drawn, started = None, 0, time.monotonic()
             return block
 
+        def drain() -> Iterator[Block]:
+            """Every whole batch left; the rest of the pool moves to ``carried``."""
+            while pool.rows + carried.rows >= B:
+                draw_batch()
+                if drawn == per_block:
+                    yield take_block()
+            if drawn:
+                yield take_block()
+            if pool.rows:
+                rest = self._empty_raw(pool, pool.rows)
+                pool.take_into(rest, pool.rows)
+                carried.add(rest)
+
         for cols in chunks:
+            if isinstance(cols, NewEpoch):  # the epoch's rows all go before the next epoch's
+                yield from drain()
+                if self.epoch_tails:
+                    yield self._tail(carried)
+                self.epoch = cols.epoch
+                continue
             n, pos = len(cols[0]), 0
             while pos < n:
-                take = min(n - pos, reserve + B - pool.rows)
+                take = min(n - pos, reserve + B - pool.rows - carried.rows)
                 pool.add([c[pos:pos + take] for c in cols] if (pos or take < n) else cols)
                 pos += take
-                if pool.rows >= reserve + B:
+                if pool.rows + carried.rows >= reserve + B:
                     draw_batch()
                     if drawn == per_block:
                         yield take_block()
             if drawn and time.monotonic() - started > self.time_budget:
                 yield take_block()
-        while pool.rows >= B:
-            draw_batch()
-            if drawn == per_block:
-                yield take_block()
-        if drawn:
-            yield take_block()
-        yield self._tail(pool)
+        yield from drain()
+        yield self._tail(carried)
 
     def _new_dest(self, store, rows: int) -> List[np.ndarray]:
         if self.spec.any_padded:

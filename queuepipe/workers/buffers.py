@@ -45,8 +45,10 @@ class Block:
     """Rows ready for the queue: ``n_batches`` batches of ``batch_size`` rows, or one smaller batch.
 
     ``columns`` follow the spec's field order.  ``tail`` marks a worker's leftover rows
-    (fewer than a batch, raw, unpadded), which are merged across workers at the end.
-    ``error`` is set only on the poison block that carries a worker failure to the graph.
+    of an epoch (fewer than a batch, raw, unpadded), which are merged across workers
+    (:mod:`.delivery`).  ``epoch``: the epoch of the block's rows (always 0 when epochs
+    overlap).  ``error`` is set only on the poison block that carries a worker failure
+    to the graph.
     """
 
     columns: List[np.ndarray]
@@ -54,5 +56,6 @@ class Block:
     n_batches: int
     tail: bool = False
     error: Optional[str] = None
+    epoch: int = 0
 
 

@@ -16,7 +16,7 @@ from typing import Callable, List, Optional, Protocol
 import numpy as np
 
 from .buffers import Block
-from .batching import assemble
+from .delivery import Delivery
 from ..errors import EndOfStream, FailureSignal, WorkerFailure
 from ..spec import Spec
 
@@ -32,56 +32,24 @@ class WorkerBackend(Protocol):
     def close(self) -> None: ...                # end the worker now; safe to call twice
 
 
-class TailMerger:
-    """Collects every worker's leftover rows; the last worker to finish delivers them.
-
-    So only the very last batch of a run can be smaller than ``batch_size`` (and only
-    with ``allow_smaller_final_batch``); no sample is lost to per-worker remainders.
-    """
-
-    def __init__(self, spec: Spec, workers: int, batch_size: int, allow_smaller: bool):
-        self.spec = spec
-        self.remaining = workers
-        self.batch_size = batch_size
-        self.allow_smaller = allow_smaller
-        self.tails: List[List[np.ndarray]] = []
-        self.dropped_rows = 0
-        self._lock = threading.Lock()
-
-    def add(self, tail: Block) -> List[Block]:
-        with self._lock:
-            if tail.n_rows:
-                self.tails.append(tail.columns)
-            self.remaining -= 1
-            if self.remaining > 0 or not self.tails:
-                return []
-            columns = [np.concatenate(parts) for parts in zip(*self.tails)]
-            self.tails = []
-        blocks = assemble(self.spec, columns, self.batch_size)
-        if blocks and blocks[-1].n_rows < self.batch_size and not self.allow_smaller:
-            self.dropped_rows = blocks.pop().n_rows
-            log.info("queuepipe: %d final rows dropped (fewer than batch_size=%d; "
-                     "pass allow_smaller_final_batch=True to get them)", self.dropped_rows, self.batch_size)
-        return blocks
-
-
 class Run:
-    """One run of a pipeline's workers: fresh backends, their pending blocks, the tail merger,
-    and ``stop`` -- the run's one stop primitive (see DESIGN.md, "Shutdown").
+    """One run of a pipeline's workers: fresh backends, the order their blocks go out in
+    (:class:`~.delivery.Delivery`), and ``stop`` -- the run's one stop primitive (see
+    DESIGN.md, "Shutdown").
 
     Setting ``stop`` makes every pull of the run answer end of data and wakes every wait
     on a worker (process backends poll it); the queue runner's watcher sets it when the
     coordinator stops, the session closes or ``running()`` exits."""
 
-    def __init__(self, backends: List[WorkerBackend], merger: TailMerger, stop: threading.Event):
+    def __init__(self, backends: List[WorkerBackend], delivery: Delivery, stop: threading.Event):
         self.backends = backends
-        self.pending: List[List[Block]] = [[] for _ in backends]
-        self.merger = merger
-        self.finished = [False] * len(backends)  # worker i's stream has ended (data, failure)
+        self.delivery = delivery
         self.stop = stop
 
 
 BackendFactory = Callable[[int, threading.Event], WorkerBackend]
+
+WAIT_SLICE = 0.05  # how long a wait for another worker sleeps before it looks at the stop event again
 
 
 class PipelineRuntime:
@@ -97,9 +65,11 @@ class PipelineRuntime:
         self.mode = mode
         self._make_backend = make_backend
         self._lock = threading.Lock()
+        self._cond = threading.Condition()  # guards every run's Delivery; notified when it changes
         self._run: Optional[Run] = None
         self._worker_locks = [threading.Lock() for _ in range(workers)]
         self.failure: Optional[WorkerFailure] = None
+        self._poison: Optional[Block] = None
         self.runs_started = 0
 
     # -- lifecycle -------------------------------------------------------------------
@@ -107,7 +77,7 @@ class PipelineRuntime:
         """Begin a new run (new generator instances / child processes), ending the previous one."""
         self.end_run()
         with self._lock:
-            self.failure = None
+            self.failure, self._poison = None, None
             stop = threading.Event()
             backends = []
             try:
@@ -117,8 +87,8 @@ class PipelineRuntime:
                 for b in backends:
                     b.close()
                 raise
-            self._run = Run(backends, TailMerger(self.spec, self.workers, self.batch_size,
-                                                 self.allow_smaller), stop)
+            delivery = Delivery(self.spec, self.workers, self.batch_size, self.allow_smaller, self._split)
+            self._run = Run(backends, delivery, stop)
             self.runs_started += 1
             return self._run
 
@@ -135,6 +105,8 @@ class PipelineRuntime:
         run = self._run
         if run is not None:
             run.stop.set()
+            with self._cond:
+                self._cond.notify_all()
 
     def end_run(self, run: Optional[Run] = None) -> None:
         """Stop and release the current run's workers (closes generators, ends children).
@@ -146,6 +118,8 @@ class PipelineRuntime:
                 return
             run, self._run = self._run, None
         run.stop.set()
+        with self._cond:
+            self._cond.notify_all()
         for i, b in enumerate(run.backends):
             with self._worker_locks[i]:  # never close a generator another thread is stepping
                 b.close()
@@ -154,23 +128,35 @@ class PipelineRuntime:
     def active(self) -> bool:
         return self._run is not None
 
+    @property
+    def dropped_rows(self) -> int:
+        """Rows of the current run's short final batch dropped (no ``allow_smaller_final_batch``)."""
+        run = self._run
+        return run.delivery.dropped_rows if run is not None else 0
+
     # -- data --------------------------------------------------------------------------
     def pull(self, index: int) -> Block:
         """Next block for worker ``index``'s enqueue op.
 
         Raises StopIteration (TF: OutOfRangeError, this enqueue op is done) at the end
-        of the worker's data or when stopping; returns a poison block carrying the
-        error when the worker fails.
+        of the worker's data or when stopping.  Once a worker has failed, every pull of
+        the run answers with a poison block carrying the error -- never data again.
         """
         with self._worker_locks[index]:
             run = self.ensure_started()
             if run is None:
                 raise StopIteration
-            if run.pending[index]:
-                return run.pending[index].pop(0)
-            if run.stop.is_set() or run.finished[index] or self.failure is not None:
+            self._await(run, index)  # at once after prefetch; the wait itself when run by hand
+            with self._cond:
+                if run.stop.is_set():
+                    raise StopIteration
+                if self.failure is not None:
+                    run.delivery.in_flight[index] = self._poison
+                    return self._poison
+                block = run.delivery.take(index)
+            if block is None:
                 raise StopIteration
-            return self._fetch(run, index)
+            return block
 
     def prefetch(self, index: int) -> None:
         """Wait, in the calling thread, until worker ``index``'s next :meth:`pull` can answer at once.
@@ -181,36 +167,55 @@ class PipelineRuntime:
         """
         with self._worker_locks[index]:
             run = self._run
-            if (run is None or run.pending[index] or run.stop.is_set() or run.finished[index]
-                    or self.failure is not None):
-                return
-            try:
-                run.pending[index].insert(0, self._fetch(run, index))
-            except StopIteration:
-                pass
+            if run is not None:
+                self._await(run, index)
 
-    def _fetch(self, run: Run, index: int) -> Block:
-        """The next block from worker ``index``'s backend (rest of it queued in ``pending``)."""
+    def _await(self, run: Run, index: int) -> None:
+        """Confirm worker ``index``'s previous block (its enqueue returned: the thread is back),
+        then produce and wait until its pull can answer: a block that may go now
+        (:meth:`Delivery.take`), the failure (once no other worker's data is still on its
+        way), or the end (stop, or its stream ended with nothing left for it)."""
+        delivery = run.delivery
+        with self._cond:
+            delivery.confirm(index)
+            self._cond.notify_all()
         while True:
-            try:
-                block = run.backends[index].next_block()
-            except EndOfStream:
-                run.finished[index] = True
-                raise StopIteration from None
-            except FailureSignal as failed:
-                run.finished[index] = True
-                with self._lock:
-                    if self.failure is None:
-                        self.failure = failed.failure
-                log.error("queuepipe: %s\n%s", failed.failure.summary(), failed.failure.traceback_text)
-                return self.poison(failed.failure)
-            if not block.tail:
-                pieces = self._split(block)
-            else:
-                pieces = [p for b in run.merger.add(block) for p in self._split(b)]
-            if pieces:
-                run.pending[index].extend(pieces[1:])
-                return pieces[0]
+            with self._cond:
+                if run.stop.is_set():
+                    return
+                if self.failure is not None:
+                    if not delivery.data_in_flight(but=index):
+                        return
+                elif delivery.ready(index) or (delivery.ended[index] and not delivery.pending[index]):
+                    return
+                if delivery.pending[index] or delivery.ended[index] or self.failure is not None:
+                    self._cond.wait(WAIT_SLICE)  # another worker's blocks go first
+                    continue
+            self._produce(run, index)
+
+    def _produce(self, run: Run, index: int) -> None:
+        """Worker ``index``'s next block from its backend (outside the lock: it may take long)."""
+        try:
+            block = run.backends[index].next_block()
+        except EndOfStream:
+            with self._cond:
+                run.delivery.end(index)
+                self._cond.notify_all()
+            return
+        except FailureSignal as failed:
+            with self._cond:
+                if self.failure is None:
+                    self.failure = failed.failure
+                    self._poison = self.poison(failed.failure)
+                run.delivery.end(index)
+                self._cond.notify_all()
+            log.error("queuepipe: %s\n%s", failed.failure.summary(), failed.failure.traceback_text)
+            return
+        pieces = [block] if block.tail else self._split(block)
+        with self._cond:
+            for piece in pieces:
+                run.delivery.received(index, piece)
+            self._cond.notify_all()
 
     def _split(self, block: Block) -> List[Block]:
         """Blocks of exactly ``batches_per_block`` batches or of one batch -- the two shapes the
@@ -223,7 +228,7 @@ class PipelineRuntime:
             step = per_block * B if block.n_rows - start >= per_block * B else B
             cols = [c[start:start + step] for c in block.columns]
             rows = len(cols[0])
-            pieces.append(Block(cols, rows, rows // B if rows >= B else 1))
+            pieces.append(Block(cols, rows, rows // B if rows >= B else 1, epoch=block.epoch))
             start += step
         return pieces
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import dataclasses
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING, Iterable, Iterator, List, Optional
 
 import numpy as np
 
 from ..errors import EndOfStream, FailureSignal, WorkerFailure, worker_label
 from ..spec import Spec
 from . import info as wi
-from .batching import Batcher
+from .batching import Batcher, Chunk, NewEpoch
 from .buffers import Block, BlockAllocator, aligned_block
 
 if TYPE_CHECKING:  # the type only: sources import this package's buffers, not the reverse
@@ -25,14 +25,18 @@ if TYPE_CHECKING:  # the type only: sources import this package's buffers, not t
 
 
 class WorkerLoop:
-    """Produces one worker's blocks on demand; user code runs with ``worker_info()`` set."""
+    """Produces one worker's blocks on demand; user code runs with ``worker_info()`` set.
+
+    ``epochs_in_order``: mark each new epoch in the chunk stream (:class:`NewEpoch`), so
+    the batcher ends an epoch before the next begins (see :mod:`.delivery`)."""
 
     def __init__(self, source: Source, batcher: Batcher, info: wi.WorkerInfo,
-                 allocate: BlockAllocator = aligned_block):
+                 allocate: BlockAllocator = aligned_block, epochs_in_order: bool = True):
         self.info = info
         self._source = source
         self._batcher = batcher
         self._allocate = allocate
+        self._epochs_in_order = epochs_in_order
         self._blocks: Optional[Iterator[Block]] = None
         self._ended = False  # the source is exhausted or failed: nothing more will come
 
@@ -54,7 +58,7 @@ class WorkerLoop:
             try:
                 if self._blocks is None:
                     chunks = self._source.chunks(self.where, self._on_epoch, self._allocate)
-                    self._blocks = self._batcher.blocks(chunks)
+                    self._blocks = self._batcher.blocks(self._marked(chunks) if self._epochs_in_order else chunks)
                 return next(self._blocks)
             except StopIteration:
                 self._ended = True
@@ -66,6 +70,16 @@ class WorkerLoop:
                     raise
                 raise FailureSignal(WorkerFailure(exc, self.info.index, self.info.count,
                                                   self.info.mode)) from None
+
+    def _marked(self, chunks: Iterable[List[np.ndarray]]) -> Iterator[Chunk]:
+        """The source's chunks with a :class:`NewEpoch` before the first chunk of each epoch
+        after the first (the source calls ``on_epoch`` before yielding an epoch's first chunk)."""
+        current = 0
+        for cols in chunks:
+            if self.info.epoch != current:
+                current = self.info.epoch
+                yield NewEpoch(current)
+            yield cols
 
     def close(self) -> None:
         """Close the user's generator (runs its ``finally`` blocks); safe to call twice."""
@@ -94,13 +108,15 @@ class WorkerPlan:
     shuffle_rows: int
     seed: int
     time_budget: float = 0.05
+    overlap_epochs: bool = False
 
     def make_loop(self, index: int, mode: str, allocate: BlockAllocator = aligned_block) -> WorkerLoop:
         info = wi.WorkerInfo(index=index, count=self.count, seed=wi.derive_seed(self.seed, index), mode=mode)
         batcher = Batcher(self.spec, self.batch_size, self.batches_per_block, self.shuffle_rows,
                           rng=np.random.default_rng(wi.derive_seed(self.seed, index, salt=1)),
-                          time_budget=self.time_budget, allocate=allocate)
-        return WorkerLoop(self.source, batcher, info, allocate)
+                          time_budget=self.time_budget, allocate=allocate,
+                          epoch_tails=not self.overlap_epochs and self.count > 1)
+        return WorkerLoop(self.source, batcher, info, allocate, epochs_in_order=not self.overlap_epochs)
 
 
 class ThreadBackend:

@@ -4,8 +4,8 @@ The core calls :meth:`HDF5Source.chunks` once per worker per run.  Per epoch eve
 worker computes the same block order (the selection's blocks, permuted from the
 pipeline seed when shuffling) and takes every ``count``-th block from position
 ``index`` -- so the workers split each epoch's blocks disjointly and every selected
-row is delivered exactly once per epoch.  A worker's blocks run on across epochs and
-are regrouped into chunks of exactly ``block_rows`` rows, each read straight into
+row is delivered exactly once per epoch.  A worker's blocks are regrouped into chunks
+of exactly ``block_rows`` rows (each epoch's last may be short), each read straight into
 fresh 64-byte-aligned buffers: the batcher hands them to TensorFlow without a copy
 (``shuffle=False``) and never cuts a block early on a timer, so a seeded shuffle
 with one worker is reproducible.
@@ -43,12 +43,13 @@ class HDF5Source:
         ``map_per_sample``); its results are converted against ``spec``.
     plugin_modules: modules to import in the worker before reading (e.g. hdf5plugin in
         a fresh child process) when the data needs a filter not yet registered.
+    overlap_epochs: let a worker's chunks run on across epochs (see ``worker_chunks``).
     """
 
     def __init__(self, layout: Layout, selection: Selection, geometries: List[Geometry], *, block_rows: int,
                  shuffle: bool, seed: int, num_epochs: Optional[int], spec: Spec,
                  map_fn: Optional[Callable[[Any], Any]] = None, map_per_sample: bool = False,
-                 plugin_modules: Tuple[str, ...] = ()):
+                 plugin_modules: Tuple[str, ...] = (), overlap_epochs: bool = False):
         self.layout = layout
         self.selection = selection
         self.geometries = geometries
@@ -60,24 +61,43 @@ class HDF5Source:
         self.map_fn = map_fn
         self.map_per_sample = map_per_sample
         self.plugin_modules = tuple(plugin_modules)
+        self.overlap_epochs = overlap_epochs
 
     @property
     def n_blocks(self) -> int:
         return count_blocks(self.selection.size, self.block_rows)
 
     # -- the worker side -------------------------------------------------------------------------
-    def segments(self, index: int, count: int, on_epoch: Callable[[int], None]) -> Iterator[Tuple[int, int]]:
-        """Position ranges worker ``index`` of ``count`` reads, epoch after epoch."""
+    def epochs(self, index: int, count: int) -> Iterator[Tuple[int, List[Tuple[int, int]]]]:
+        """(epoch, the position ranges worker ``index`` of ``count`` reads in it), epoch after epoch."""
         blocks, size, rows = self.n_blocks, self.selection.size, self.block_rows
         if index >= blocks:
-            on_epoch(0)
             return  # more workers than blocks: nothing for this one, in any epoch
         epoch = 0
         while self.num_epochs is None or epoch < self.num_epochs:
-            on_epoch(epoch)
-            for b in epoch_order(blocks, self.seed, epoch, self.shuffle)[index::count].tolist():
-                yield b * rows, min(size, (b + 1) * rows)
+            mine = epoch_order(blocks, self.seed, epoch, self.shuffle)[index::count].tolist()
+            yield epoch, [(b * rows, min(size, (b + 1) * rows)) for b in mine]
             epoch += 1
+
+    def worker_chunks(self, index: int, count: int, on_epoch: Callable[[int], None]
+                      ) -> Iterator[List[Tuple[int, int]]]:
+        """The position ranges of each chunk worker ``index`` of ``count`` reads: exactly
+        ``block_rows`` positions, except each epoch's last chunk when epochs are delivered in
+        order (an epoch's rows never share a chunk with the next's) -- or only the very last
+        with ``overlap_epochs`` (a short block is topped up from the next epoch's first).
+        ``on_epoch(e)`` is called before the first chunk of epoch ``e``."""
+        on_epoch(0)
+        if not self.overlap_epochs:
+            for epoch, ranges in self.epochs(index, count):
+                on_epoch(epoch)
+                yield from exact_chunks(ranges, self.block_rows)
+            return
+
+        def run_on() -> Iterator[Tuple[int, int]]:
+            for epoch, ranges in self.epochs(index, count):
+                on_epoch(epoch)  # approximate here: exact_chunks reads ahead to fill a chunk
+                yield from ranges
+        yield from exact_chunks(run_on(), self.block_rows)
 
     def chunks(self, where: str, on_epoch: Callable[[int], None],
                allocate: BlockAllocator = aligned_block) -> Iterator[List[np.ndarray]]:
@@ -89,7 +109,7 @@ class HDF5Source:
         self._load_plugins()
         files = WorkerFiles(self.layout)
         try:
-            for segments in exact_chunks(self.segments(index, count, on_epoch), self.block_rows):
+            for segments in self.worker_chunks(index, count, on_epoch):
                 columns = self.read(files, segments, allocate)
                 if self.map_fn is not None:
                     columns = self._mapped(spec, columns, f"{where}, selection positions "
@@ -162,6 +182,7 @@ def plan_source(layout: Layout, selection: Selection, spec: Spec, options: Pipel
                   for di, d in enumerate(layout.datasets)]
     source = HDF5Source(layout, selection, geometries, block_rows=sizes.batches_per_block * batch_size,
                         shuffle=options.shuffle, seed=sizes.seed, num_epochs=options.num_epochs, spec=spec, map_fn=map_fn,
-                        map_per_sample=map_per_sample, plugin_modules=plugins)
+                        map_per_sample=map_per_sample, plugin_modules=plugins,
+                        overlap_epochs=options.overlap_epochs)
     return source, sizes
 

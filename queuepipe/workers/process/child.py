@@ -39,6 +39,16 @@ def _exit_when_orphaned(parent_pid: int) -> None:
         time.sleep(PARENT_POLL_SECONDS)
 
 
+def _keep_to_ourselves(*fds: int) -> None:
+    """Make the descriptors the parent passed (control socket, slot memory) non-inheritable.
+
+    ``pass_fds`` hands them over inheritable; a process the user's code starts in this
+    worker (``subprocess.Popen(..., close_fds=False)``, ``os.system``) would otherwise get
+    them too -- and hold the parent's socket open, or the slots' memory, after we are gone."""
+    for fd in fds:
+        os.set_inheritable(fd, False)
+
+
 def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(0)
 
@@ -149,12 +159,14 @@ class Shipper:
                 metas, nbytes = SlotArena.layout(piece.columns)
                 if nbytes > self.arena.slot_bytes or not self._wait_for_free_slot():
                     # larger than a slot, or every slot is held here: pickle it (rare; logged)
-                    self.conn.send(BlockInline(piece.n_rows, piece.n_batches, piece.tail, list(piece.columns)))
+                    self.conn.send(BlockInline(piece.n_rows, piece.n_batches, piece.tail, list(piece.columns),
+                                                piece.epoch))
                     continue
                 slot = self.free.popleft()
                 self.arena.write(slot, piece.columns, metas)
             self.at_parent.add(slot)
-            self.conn.send(BlockInSlot(slot, piece.n_rows, piece.n_batches, piece.tail, metas, objects))
+            self.conn.send(BlockInSlot(slot, piece.n_rows, piece.n_batches, piece.tail, metas, objects,
+                                       piece.epoch))
 
     def _pieces(self, block: Block):
         """Split a many-batch block at batch boundaries so that each piece fits a slot."""
@@ -167,7 +179,7 @@ class Shipper:
         for start in range(0, block.n_rows, per_piece):
             cols = [c[start:start + per_piece] for c in block.columns]
             rows = len(cols[0])
-            yield Block(cols, rows, rows // self.batch_size)
+            yield Block(cols, rows, rows // self.batch_size, epoch=block.epoch)
 
 
 def main(argv: List[str]) -> int:
@@ -176,6 +188,7 @@ def main(argv: List[str]) -> int:
     # The parent stops us with SIGTERM: unwind (the generator's finally blocks run), then exit.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     conn_fd, shm_fd, parent_pid = int(argv[0]), int(argv[1]), int(argv[2])
+    _keep_to_ourselves(conn_fd, shm_fd)
     threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True,
                      name="queuepipe-orphan-watch").start()
     conn = Connection(conn_fd)

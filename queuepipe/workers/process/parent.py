@@ -169,13 +169,13 @@ class ProcessBackend:
                 columns = self.arena.read(msg.slot, msg.metas)
                 self._free(msg.slot)
             columns = [o if o is not None else c for c, o in zip(columns, msg.objects)]
-            return Block(columns, msg.n_rows, msg.n_batches, tail=msg.tail)
+            return Block(columns, msg.n_rows, msg.n_batches, tail=msg.tail, epoch=msg.epoch)
         if isinstance(msg, BlockInline):
             if not self._inline_warned:
                 log.warning("queuepipe: %s sent a block that did not fit a free %d-byte shared-memory "
                             "slot; it was pickled instead", self.where, self._slot_bytes)
                 self._inline_warned = True
-            return Block(msg.columns, msg.n_rows, msg.n_batches, tail=msg.tail)
+            return Block(msg.columns, msg.n_rows, msg.n_batches, tail=msg.tail, epoch=msg.epoch)
         if isinstance(msg, End):
             self._ended = True
             raise EndOfStream()

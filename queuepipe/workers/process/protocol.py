@@ -41,6 +41,7 @@ class BlockInSlot:
     tail: bool
     metas: List[ColumnMeta]
     objects: List[Optional[np.ndarray]]
+    epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class BlockInline:
     n_batches: int
     tail: bool
     columns: List[Any]
+    epoch: int = 0
 
 
 @dataclass(frozen=True)
