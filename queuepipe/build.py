@@ -34,7 +34,8 @@ def build(source: Source, output_types: Any, options: PipelineOptions, sizes: Si
     spec: Spec = source.spec
     plan = WorkerPlan(source=source, spec=spec, count=options.workers, batch_size=options.batch_size,
                       batches_per_block=sizes.batches_per_block, shuffle_rows=sizes.shuffle_rows,
-                      seed=sizes.seed, overlap_epochs=options.overlap_epochs)
+                      seed=sizes.seed, overlap_epochs=options.overlap_epochs,
+                      stall_timeout=options.stall_timeout)
     capacity_batches = options.capacity_batches(sizes.batches_per_block)
     make_backend: BackendFactory
     if options.mode == "thread":
@@ -47,7 +48,8 @@ def build(source: Source, output_types: Any, options: PipelineOptions, sizes: Si
                                                                         sizes.batches_per_block))
         make_backend = pool.backend
     runtime = PipelineRuntime(spec, options.workers, options.batch_size, options.allow_smaller_final_batch,
-                              make_backend, options.mode, batches_per_block=sizes.batches_per_block)
+                              make_backend, options.mode, batches_per_block=sizes.batches_per_block,
+                              stall_timeout=options.stall_timeout)
     return build_pipeline(runtime, spec, output_types, batch_size=options.batch_size,
                           capacity_batches=capacity_batches, batches_per_block=sizes.batches_per_block,
                           allow_smaller_final_batch=options.allow_smaller_final_batch, name=options.name)

@@ -15,6 +15,8 @@ class                        also a              raised when
 ``SpecError``                ValueError          a sample/block does not match the declared structure,
                                                  dtype or shape (build time or in a worker)
 ``WorkerDiedError``          RuntimeError        a worker process ended without saying why (signal, crash)
+``WorkerStalledError``       TimeoutError        a worker made no progress for ``stall_timeout`` seconds
+                                                 (names what it was doing: file and rows, or its generator)
 ``HDF5InputError``           ValueError          files/datasets/selection cannot be read as asked
 ``HDF5FileNotFoundError``    FileNotFoundError   a file, glob or external link target is missing
 ``HDF5SelectionError``       IndexError          a selection reaches outside the rows, or is empty
@@ -73,6 +75,10 @@ class SpecError(QueuepipeError, ValueError):
 
 class WorkerDiedError(QueuepipeError, RuntimeError):
     """A worker process ended without saying why (killed by a signal, crashed in C code)."""
+
+
+class WorkerStalledError(QueuepipeError, TimeoutError):
+    """A worker spent longer than ``stall_timeout`` seconds producing one block."""
 
 
 class HDF5InputError(QueuepipeError, ValueError):

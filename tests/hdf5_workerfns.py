@@ -29,3 +29,11 @@ def sample_norm(sample):
 def cumulative_sum(x):
     """Block map_fn of a single dataset: cumulative sums along each row."""
     return np.cumsum(x, axis=1)
+
+
+def hang_on_second_block(x):
+    """Block map_fn that hangs (60 s) on a block whose first value is not 0: a worker stuck mid-read."""
+    import time
+    if x[0] != 0:
+        time.sleep(60)
+    return x

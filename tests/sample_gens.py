@@ -369,3 +369,16 @@ class WaitForFile:
         while not os.path.exists(self.gate) and time.monotonic() < deadline:
             time.sleep(0.01)
         yield from range(self.n)
+
+
+class StallsAfter:
+    """Yields ``n`` items, then hangs for ``seconds`` (a worker stuck on I/O), then ends."""
+
+    def __init__(self, n: int, seconds: float):
+        self.n = n
+        self.seconds = seconds
+
+    def __call__(self):
+        for i in range(self.n):
+            yield i
+        time.sleep(self.seconds)

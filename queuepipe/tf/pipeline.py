@@ -117,6 +117,18 @@ class WorkerPull:
         return list(block.columns) + [errors]
 
 
+class FailurePull:
+    """The body of the failure enqueue op: the run's poison block, for the watcher to put in
+    the queue itself when the failed worker cannot (a stalled thread)."""
+
+    def __init__(self, runtime: PipelineRuntime):
+        self.runtime = runtime
+
+    def __call__(self) -> List[np.ndarray]:
+        block = self.runtime.failure_block()
+        return list(block.columns) + [np.array([block.error.encode()], dtype=object)]
+
+
 class RaiseFailure:
     """The body of the gate's raising op: only runs when a dequeued batch carries an error."""
 
@@ -181,7 +193,11 @@ def build_pipeline(runtime: PipelineRuntime, spec: Spec, output_types: Any, *, b
                     if field.shape is not None:
                         t.set_shape([None] + list(field.shape))
                 enqueue_ops.append(_enqueue_block(queue, columns, errors, batch_size, batches_per_block))
-        runner = PipelineQueueRunner(runtime, queue, enqueue_ops, name, queue_size=queue.size(name="size"))
+        with tf1.name_scope("failure"):
+            outs = tf1.numpy_function(FailurePull(runtime), [], all_types, name="pull")
+            failure_op = queue.enqueue(list(outs[:-1]) + [outs[-1][0]], name="enqueue")
+        runner = PipelineQueueRunner(runtime, queue, enqueue_ops, name, queue_size=queue.size(name="size"),
+                                     failure_op=failure_op)
         tf1.train.add_queue_runner(runner)
 
         with tf1.name_scope("dequeue"):

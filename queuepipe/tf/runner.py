@@ -39,9 +39,11 @@ class _RunThreads:
 class PipelineQueueRunner(tf1.train.QueueRunner):
     """QueueRunner for one pipeline: one enqueue op per worker, plus a watcher per run."""
 
-    def __init__(self, runtime: PipelineRuntime, queue, enqueue_ops, name: str, queue_size):
+    def __init__(self, runtime: PipelineRuntime, queue, enqueue_ops, name: str, queue_size, failure_op=None):
         """``queue_size``: the queue's size op.  Cheap, and its run fails once the session is
-        closed: the watcher runs it to learn that, through public API only."""
+        closed: the watcher runs it to learn that, through public API only.  ``failure_op``:
+        enqueues the run's failure (:meth:`PipelineRuntime.failure_block`); the watcher runs it
+        when a stalled thread worker cannot deliver its own failure."""
         super().__init__(
             queue=queue, enqueue_ops=enqueue_ops,
             close_op=queue.close(name="close"),
@@ -52,6 +54,7 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
         self.runtime = runtime
         self.pipeline_name = name
         self.queue_size = queue_size
+        self.failure_op = failure_op
         self._guard = threading.Lock()
         self._active: Optional[_RunThreads] = None
         self._errors: List[BaseException] = []
@@ -134,6 +137,7 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
         processes).  It never outlives the enqueue threads."""
         cancelled = False
         looks = 0
+        reporters: List[threading.Thread] = []
         try:
             probe = sess.make_callable(self.queue_size)
         except Exception:  # noqa: BLE001 - the session is closed already
@@ -143,6 +147,9 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
                 looks += 1
                 stopping = (run.stop.is_set() or (coord is not None and coord.should_stop())
                             or (looks % SESSION_CHECK_EVERY == 0 and not _still_open(probe)))
+                if (not stopping and self.runtime.stall_timeout is not None and self.failure_op is not None
+                        and self.runtime.check_stalls()):
+                    reporters.append(self._report_failure(sess))
                 if stopping and not cancelled:
                     cancelled = True
                     run.stop.set()
@@ -157,7 +164,22 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
                     for t in enqueue_threads:
                         t.join(0.01)
         finally:
+            for t in reporters:
+                t.join(1.0)  # the cancel op has ended its enqueue
             self.runtime.end_run(run)
+
+    def _report_failure(self, sess) -> threading.Thread:
+        """Put the run's failure in the queue from a thread of its own (the enqueue waits while
+        the queue is full; the cancel op at stop ends that wait)."""
+        def enqueue_failure():
+            try:
+                sess.run(self.failure_op)
+            except Exception:  # noqa: BLE001 - cancelled at stop, or the session closed
+                pass
+        t = threading.Thread(target=enqueue_failure, name=f"{THREAD_PREFIX}-{self.pipeline_name}-failure",
+                             daemon=True)
+        t.start()
+        return t
 
 
 def _still_open(probe) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,25 @@ class WorkerInfo:
     seed: int
     mode: str = "thread"
     epoch: int = 0
+
+
+class Progress:
+    """What one worker is doing, for the stall watch (``stall_timeout``): since when it has
+    been producing its current block (None: not producing -- waiting for the consumer
+    counts as progress), and a line saying what it is at ("reading FILE rows a..b").
+
+    ``listener``: called with each new activity line (a worker process sends it to the
+    parent, which watches the time)."""
+
+    def __init__(self) -> None:
+        self.busy_since: Optional[float] = None
+        self.activity = ""
+        self.listener: Optional[Callable[[str], None]] = None
+
+    def note(self, activity: str) -> None:
+        self.activity = activity
+        if self.listener is not None:
+            self.listener(activity)
 
 
 _local = threading.local()
@@ -53,6 +72,24 @@ def acting_as(info: WorkerInfo) -> Iterator[None]:
         yield
     finally:
         _local.info = previous
+
+
+def note_activity(activity: str) -> None:
+    """Say what the worker running in this thread is doing (shown if it stalls); no-op outside a worker."""
+    progress = getattr(_local, "progress", None)
+    if progress is not None:
+        progress.note(activity)
+
+
+@contextmanager
+def tracking(progress: Progress) -> Iterator[None]:
+    """:func:`note_activity` calls in this thread report to ``progress`` meanwhile."""
+    previous = getattr(_local, "progress", None)
+    _local.progress = progress
+    try:
+        yield
+    finally:
+        _local.progress = previous
 
 
 def set_process_worker(info: Optional[WorkerInfo]) -> None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable, List, Optional, Protocol
 
 import numpy as np
 
 from .buffers import Block
 from .delivery import Delivery
-from ..errors import EndOfStream, FailureSignal, WorkerFailure
+from ..errors import EndOfStream, FailureSignal, WorkerFailure, WorkerStalledError, worker_label
 from ..spec import Spec
 
 log = logging.getLogger("queuepipe")
@@ -56,13 +57,15 @@ class PipelineRuntime:
     """Everything the enqueue ops of one pipeline share: the current run and its first failure."""
 
     def __init__(self, spec: Spec, workers: int, batch_size: int, allow_smaller: bool,
-                 make_backend: BackendFactory, mode: str, batches_per_block: int = 1):
+                 make_backend: BackendFactory, mode: str, batches_per_block: int = 1,
+                 stall_timeout: Optional[float] = None):
         self.spec = spec
         self.batches_per_block = batches_per_block
         self.workers = workers
         self.batch_size = batch_size
         self.allow_smaller = allow_smaller
         self.mode = mode
+        self.stall_timeout = stall_timeout
         self._make_backend = make_backend
         self._lock = threading.Lock()
         self._cond = threading.Condition()  # guards every run's Delivery; notified when it changes
@@ -216,6 +219,43 @@ class PipelineRuntime:
             for piece in pieces:
                 run.delivery.received(index, piece)
             self._cond.notify_all()
+
+    def check_stalls(self) -> bool:
+        """For the watcher, with ``stall_timeout`` set: a thread worker busy on one block for
+        longer is recorded as the run's failure (:class:`~queuepipe.errors.WorkerStalledError`
+        naming what it was doing).  True when this call recorded it: the caller then puts the
+        failure in the queue (:meth:`failure_block`), as the stalled worker cannot.  (A
+        process worker's parent end watches its own child, and kills it.)"""
+        run, timeout = self._run, self.stall_timeout
+        if run is None or timeout is None or self.failure is not None:
+            return False
+        now = time.monotonic()
+        for index, backend in enumerate(run.backends):
+            progress = getattr(backend, "progress", None)
+            since = progress.busy_since if progress is not None else None
+            if since is None or now - since <= timeout:
+                continue
+            error = WorkerStalledError(
+                f"{worker_label(index, self.workers)} (thread) made no progress for {now - since:.1f} s "
+                f"(stall_timeout={timeout:g}): {progress.activity}. A thread cannot be interrupted: "
+                f"it is left to finish on its own; mode='process' workers are killed instead")
+            with self._cond:
+                if self.failure is not None:
+                    return False
+                self.failure = WorkerFailure(error, index, self.workers, self.mode, traceback_text=str(error))
+                self._poison = self.poison(self.failure)
+                self._cond.notify_all()
+            log.error("queuepipe: %s", self.failure.summary())
+            return True
+        return False
+
+    def failure_block(self) -> Block:
+        """The run's poison block (for the watcher's own enqueue of a stall); StopIteration if
+        there is no failure (the run ended meanwhile)."""
+        poison = self._poison
+        if poison is None:
+            raise StopIteration
+        return poison
 
     def _split(self, block: Block) -> List[Block]:
         """Blocks of exactly ``batches_per_block`` batches or of one batch -- the two shapes the

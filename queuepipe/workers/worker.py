@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Iterator, List, Optional
 
@@ -37,6 +38,7 @@ class WorkerLoop:
         self._batcher = batcher
         self._allocate = allocate
         self._epochs_in_order = epochs_in_order
+        self.progress = wi.Progress()  # watched when the pipeline has a stall_timeout
         self._blocks: Optional[Iterator[Block]] = None
         self._ended = False  # the source is exhausted or failed: nothing more will come
 
@@ -54,7 +56,10 @@ class WorkerLoop:
         """The next block; raises EndOfStream when done, FailureSignal on any error."""
         if self._ended:
             raise EndOfStream()
-        with wi.acting_as(self.info):
+        progress = self.progress
+        progress.note(f"{self.where}, epoch {self.info.epoch}: producing a block (in the source)")
+        progress.busy_since = time.monotonic()
+        with wi.acting_as(self.info), wi.tracking(progress):
             try:
                 if self._blocks is None:
                     chunks = self._source.chunks(self.where, self._on_epoch, self._allocate)
@@ -70,6 +75,8 @@ class WorkerLoop:
                     raise
                 raise FailureSignal(WorkerFailure(exc, self.info.index, self.info.count,
                                                   self.info.mode)) from None
+            finally:
+                progress.busy_since = None
 
     def _marked(self, chunks: Iterable[List[np.ndarray]]) -> Iterator[Chunk]:
         """The source's chunks with a :class:`NewEpoch` before the first chunk of each epoch
@@ -109,6 +116,7 @@ class WorkerPlan:
     seed: int
     time_budget: float = 0.05
     overlap_epochs: bool = False
+    stall_timeout: Optional[float] = None
 
     def make_loop(self, index: int, mode: str, allocate: BlockAllocator = aligned_block) -> WorkerLoop:
         info = wi.WorkerInfo(index=index, count=self.count, seed=wi.derive_seed(self.seed, index), mode=mode)
@@ -128,6 +136,7 @@ class ThreadBackend:
 
     def __init__(self, plan: WorkerPlan, index: int, stop: threading.Event):
         self.loop = plan.make_loop(index, "thread")
+        self.progress = self.loop.progress  # the runtime's stall watch reads it
 
     def next_block(self) -> Block:
         return self.loop.next_block()

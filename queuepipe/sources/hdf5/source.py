@@ -22,7 +22,7 @@ from ...workers.buffers import BlockAllocator, aligned_block
 from ...errors import add_note
 from ...options import PipelineOptions, Sizes, default_batches_per_block, resolved_sizes
 from ...spec import Spec
-from ...workers.info import worker_info
+from ...workers.info import note_activity, worker_info
 from .chunk_decode import inflater
 from .inspect import Layout, filter_available, needs_inflater, reads_plain_rows
 from .planning import Geometry, choose_block_batches, count_blocks, epoch_order, exact_chunks, geometry, plan_reads
@@ -110,6 +110,7 @@ class HDF5Source:
         files = WorkerFiles(self.layout)
         try:
             for segments in self.worker_chunks(index, count, on_epoch):
+                note_activity(f"{where}: {self.describe(segments)}")
                 columns = self.read(files, segments, allocate)
                 if self.map_fn is not None:
                     columns = self._mapped(spec, columns, f"{where}, selection positions "
@@ -120,6 +121,17 @@ class HDF5Source:
                 yield columns
         finally:
             files.close()
+
+    def describe(self, segments: List[Tuple[int, int]]) -> str:
+        """Which file and rows a chunk starts with, in words (a stalled worker's report)."""
+        starts, stops = self.selection.runs(*segments[0])
+        first = int(starts[0])
+        n_rows = np.array([f.n_rows for f in self.layout.files], dtype=np.int64)
+        fi = int(np.searchsorted(np.cumsum(n_rows), first, side="right"))
+        local = first - int(n_rows[:fi].sum())
+        n = sum(q - p for p, q in segments)
+        return (f"reading {self.layout.files[fi].path}, a block of {n} rows starting at row {local} "
+                f"(datasets {', '.join(d.path for d in self.layout.datasets)})")
 
     def read(self, files: WorkerFiles, segments: List[Tuple[int, int]],
              allocate: BlockAllocator = aligned_block) -> List[np.ndarray]:

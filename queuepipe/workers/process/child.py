@@ -25,7 +25,7 @@ import numpy as np
 from ...errors import EndOfStream, FailureSignal
 from .. import info as wi
 from ..buffers import Block, Wanted, aligned_block
-from .protocol import BlockInline, BlockInSlot, End, Failed, Free, Setup
+from .protocol import BlockInline, BlockInSlot, Doing, End, Failed, Free, Setup
 from .slots import CHILD_RESERVE, SlotArena
 
 PARENT_POLL_SECONDS = 0.5
@@ -207,6 +207,8 @@ def main(argv: List[str]) -> int:
 
     shipper = Shipper(conn, arena, plan.batch_size)
     loop = plan.make_loop(setup.index, "process", allocate=shipper.allocate)
+    if plan.stall_timeout is not None:  # the parent watches the time; tell it what we are at
+        loop.progress.listener = lambda activity: conn.send(Doing(activity))
     wi.set_process_worker(loop.info)
     random.seed(loop.info.seed)
     np.random.seed(loop.info.seed % (2 ** 32))

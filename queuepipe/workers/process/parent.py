@@ -20,15 +20,16 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from multiprocessing.connection import Connection
 from typing import Optional
 
 from ...errors import (ArgumentError, ArgumentTypeError, EndOfStream, FailureSignal, RemoteTraceback,
-                       WorkerDiedError, WorkerFailure, worker_label)
+                       WorkerDiedError, WorkerFailure, WorkerStalledError, worker_label)
 from ..buffers import Block
 from ..worker import WorkerPlan
-from .protocol import BlockInline, BlockInSlot, End, Failed, Free, Setup
+from .protocol import BlockInline, BlockInSlot, Doing, End, Failed, Free, Setup
 from .slots import CHILD_RESERVE, SlotArena, create_memfd
 
 log = logging.getLogger("queuepipe")
@@ -103,6 +104,8 @@ class ProcessBackend:
     def __init__(self, workers: ProcessWorkers, index: int, stop: threading.Event):
         self.index = index
         self.count = workers.plan.count
+        self._stall_timeout = workers.plan.stall_timeout
+        self._activity = "starting"
         self._slot_bytes = workers.slot_bytes
         self._stop = stop      # the run's stop event: a waiting next_block checks it every poll
         self._closed = False   # close() has run (guarded by _lock; _free checks it under _send_lock)
@@ -144,9 +147,12 @@ class ProcessBackend:
     def next_block(self) -> Block:
         if self._ended:
             raise EndOfStream()
+        waiting_since = time.monotonic()
         while True:
             if self._stop.is_set() or self._closed:
                 raise EndOfStream()
+            if self._stall_timeout is not None and time.monotonic() - waiting_since > self._stall_timeout:
+                self._stalled(time.monotonic() - waiting_since)
             try:
                 ready = self.conn.poll(POLL_SECONDS)
             except (OSError, EOFError):
@@ -156,6 +162,9 @@ class ProcessBackend:
                     msg = self.conn.recv()
                 except (EOFError, OSError):
                     self._fail(self._death())
+                if isinstance(msg, Doing):
+                    self._activity = msg.activity
+                    continue
                 return self._handle(msg)
             if self.proc.poll() is not None and not self.conn.poll(0):
                 self._fail(self._death())
@@ -231,6 +240,19 @@ class ProcessBackend:
         else:
             how = f"exited with code {code}" if code is not None else "closed its connection"
         return WorkerDiedError(f"queuepipe {self.where} died unexpectedly: {how}")
+
+    def _stalled(self, waited: float) -> None:
+        """The child has not delivered a block for ``waited`` > ``stall_timeout`` seconds: kill it
+        (it may be stuck inside HDF5, deaf to SIGTERM) and report what it was doing."""
+        pid = self.proc.pid
+        try:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self._fail(WorkerStalledError(
+            f"{self.where} made no progress for {waited:.1f} s (stall_timeout={self._stall_timeout:g}): "
+            f"{self._activity}. The process {pid} was killed"))
 
     def _fail(self, exc: BaseException) -> None:
         self._ended = True

@@ -56,6 +56,14 @@ class BlockInline:
 
 
 @dataclass(frozen=True)
+class Doing:
+    """What the worker starts on now (sent only when the pipeline has a ``stall_timeout``):
+    the parent names it if the child then stalls."""
+
+    activity: str
+
+
+@dataclass(frozen=True)
 class End:
     """The worker delivered everything; its last message."""
 
