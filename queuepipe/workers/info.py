@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Union
 
 
 @dataclass(frozen=True)
@@ -35,17 +35,23 @@ class Progress:
     counts as progress), and a line saying what it is at ("reading FILE rows a..b").
 
     ``listener``: called with each new activity line (a worker process sends it to the
-    parent, which watches the time)."""
+    parent, which watches the time).  An activity may be given as a callable returning the
+    line: it is then only worded when someone asks (the hot path pays for a lambda)."""
 
     def __init__(self) -> None:
         self.busy_since: Optional[float] = None
-        self.activity = ""
+        self._activity: Union[str, Callable[[], str]] = ""
         self.listener: Optional[Callable[[str], None]] = None
 
-    def note(self, activity: str) -> None:
-        self.activity = activity
+    @property
+    def activity(self) -> str:
+        activity = self._activity
+        return activity if isinstance(activity, str) else activity()
+
+    def note(self, activity: Union[str, Callable[[], str]]) -> None:
+        self._activity = activity
         if self.listener is not None:
-            self.listener(activity)
+            self.listener(self.activity)
 
 
 _local = threading.local()
@@ -74,7 +80,7 @@ def acting_as(info: WorkerInfo) -> Iterator[None]:
         _local.info = previous
 
 
-def note_activity(activity: str) -> None:
+def note_activity(activity: Union[str, Callable[[], str]]) -> None:
     """Say what the worker running in this thread is doing (shown if it stalls); no-op outside a worker."""
     progress = getattr(_local, "progress", None)
     if progress is not None:

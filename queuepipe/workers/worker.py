@@ -57,7 +57,7 @@ class WorkerLoop:
         if self._ended:
             raise EndOfStream()
         progress = self.progress
-        progress.note(f"{self.where}, epoch {self.info.epoch}: producing a block (in the source)")
+        progress.note(self._producing)
         progress.busy_since = time.monotonic()
         with wi.acting_as(self.info), wi.tracking(progress):
             try:
@@ -77,6 +77,9 @@ class WorkerLoop:
                                                   self.info.mode)) from None
             finally:
                 progress.busy_since = None
+
+    def _producing(self) -> str:
+        return f"{self.where}, epoch {self.info.epoch}: producing a block (in the source)"
 
     def _marked(self, chunks: Iterable[List[np.ndarray]]) -> Iterator[Chunk]:
         """The source's chunks with a :class:`NewEpoch` before the first chunk of each epoch

@@ -110,7 +110,7 @@ class HDF5Source:
         files = WorkerFiles(self.layout)
         try:
             for segments in self.worker_chunks(index, count, on_epoch):
-                note_activity(f"{where}: {self.describe(segments)}")
+                note_activity(lambda: f"{where}: {self.describe(segments)}")
                 columns = self.read(files, segments, allocate)
                 if self.map_fn is not None:
                     columns = self._mapped(spec, columns, f"{where}, selection positions "
