@@ -96,6 +96,7 @@ def from_hdf5(files: Any, datasets: Any, *, rows: Any = None, batch_size: int, w
               map_fn: Optional[Callable[[Any], Any]] = None, output_types: Any = None,
               output_shapes: Any = None, map_per_sample: bool = False,
               shard: Optional[Tuple[int, int]] = None, with_row_ids: bool = False,
+              allow_external: bool = False,
               capacity: Optional[int] = None, allow_smaller_final_batch: bool = False,
               batches_per_block: Optional[int] = None, name: Optional[str] = None,
               start_method: Optional[str] = None, overlap_epochs: bool = False,
@@ -149,6 +150,14 @@ def from_hdf5(files: Any, datasets: Any, *, rows: Any = None, batch_size: int, w
         rows arrive in selection order; several workers read blocks in parallel, so
         block order then interleaves.
 
+    allow_external: read datasets whose values are stored in other files -- external raw
+        data files (``create_dataset(..., external=...)``), the source files of a virtual
+        dataset, the target of an external link -- wherever those files are.  By default
+        (False) they must resolve (symlinks followed) inside the HDF5 file's own folder
+        or its subfolders, else building fails naming the file, the dataset and the
+        target: an HDF5 file names those files by any path, so an untrusted file could
+        otherwise make the pipeline deliver the bytes of any file this process can read.
+
     Files and datasets are checked here, before any worker starts: a missing, empty,
     truncated or non-HDF5 file, a missing dataset or dangling link, a scalar or 0-row
     dataset, row counts that differ, an out-of-range selection, an unsupported dtype or
@@ -188,7 +197,8 @@ def from_hdf5(files: Any, datasets: Any, *, rows: Any = None, batch_size: int, w
     from .tf.pipeline import tf_dtypes_of
 
     check_graph_mode()  # here already, not only in build(): before any file is opened
-    layout = inspect_files(resolve_files(files), datasets, with_row_ids=with_row_ids)
+    layout = inspect_files(resolve_files(files), datasets, with_row_ids=with_row_ids,
+                           allow_external=bool(allow_external))
     selection = select(rows, [(f.path, f.n_rows) for f in layout.files])
     if shard is not None:
         selection = selection.shard(*shard)

@@ -92,6 +92,13 @@ class DecodedChunks(StoredBytes):
     def __init__(self, dsid, mem_dtype: Optional[np.dtype]):
         """``mem_dtype``: unused, the dataset's own dtype (see :meth:`can_read`)."""
         super().__init__(dsid)
+        try:
+            self._setup(dsid)
+        except BaseException:
+            self.close()  # the descriptor StoredBytes opened
+            raise
+
+    def _setup(self, dsid) -> None:
         chunks = chunk_shape(dsid)
         self.shape = tuple(int(d) for d in dsid.shape)
         self.chunk_shape = chunks

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from h5py import h5d, h5f
@@ -57,15 +57,19 @@ class ChunkTable:
 
     def _fill_all(self) -> None:
         """Every chunk in one pass (HDF5 >= 1.14 / 1.12.3 ``H5Dchunk_iter``)."""
-        self._bulk_pending = False
-        self.offsets[self.offsets == UNKNOWN] = UNALLOCATED  # what the pass does not visit
-        offsets, sizes, masks, number = self.offsets, self.sizes, self.masks, self.number
+        offsets = np.full_like(self.offsets, UNALLOCATED)  # what the pass does not visit
+        sizes, masks, number = np.zeros_like(self.sizes), np.zeros_like(self.masks), self.number
 
         def visit(info):
             n = number(info.chunk_offset)
             offsets[n], sizes[n], masks[n] = info.byte_offset, info.size, info.filter_mask
 
-        self.dsid.chunk_iter(visit)
+        try:
+            self.dsid.chunk_iter(visit)
+        except Exception as exc:  # a damaged index: nothing of this pass is kept
+            raise index_error(exc) from exc
+        self._bulk_pending = False
+        self.offsets, self.sizes, self.masks = offsets, sizes, masks
 
     def locate(self, n: int) -> int:
         """The file offset of chunk number ``n``, or UNALLOCATED."""
@@ -74,7 +78,10 @@ class ChunkTable:
             if self._bulk_pending:
                 self._fill_all()
                 return int(self.offsets[n])
-            info = self.dsid.get_chunk_info_by_coord(self.coord(n))
+            try:
+                info = self.dsid.get_chunk_info_by_coord(self.coord(n))
+            except Exception as exc:
+                raise index_error(exc) from exc
             off = UNALLOCATED if info.byte_offset is None else int(info.byte_offset)
             self.offsets[n], self.sizes[n], self.masks[n] = off, int(info.size or 0), int(info.filter_mask)
         return off
@@ -89,6 +96,11 @@ class ChunkTable:
                 for c in np.unique(unknown).tolist():
                     self.locate(c)
         return self.offsets[chunks]
+
+
+def index_error(exc: BaseException) -> HDF5ReadError:
+    """The error for a chunk index HDF5 cannot read (the reader names file and dataset)."""
+    return HDF5ReadError(f"reading its chunk index failed: {type(exc).__name__}: {exc}")
 
 
 def stored_as_read(dsid, mem_dtype: Optional[np.dtype]) -> bool:
@@ -119,5 +131,55 @@ class StoredBytes:
     def short_read(self, wanted: int, offset: int) -> HDF5ReadError:
         """The error for a read that got fewer bytes than HDF5's layout says are there."""
         size = os.fstat(self.fd).st_size
-        return HDF5ReadError(f"short read: wanted {wanted} bytes at offset {offset}, the file has {size} "
-                             f"bytes (truncated or rewritten while reading?)")
+        return HDF5ReadError(f"short read: wanted {wanted} bytes at offset {offset}: "
+                             + shorter_than_data(size, offset + wanted))
+
+
+def shorter_than_data(size: int, end: int) -> str:
+    """How every read path words a file cut short: ``size`` bytes on disk, data up to ``end``."""
+    return (f"file is shorter than its data: {size} bytes on disk, data ends at {end} "
+            f"(truncated while reading?)")
+
+
+def external_raw_files(dsid, file: str) -> List[Tuple[str, int]]:
+    """(path, bytes it must hold) of each external raw data file the dataset's elements are
+    stored in (``create_dataset(..., external=...)``); none for data kept in the HDF5 file.
+
+    The dataset's bytes are laid out across the files' segments in order, so each file must
+    reach the end of the part of its segment the data uses: HDF5 reads a shorter one as
+    zeros.  Relative names resolve as HDF5 resolves them (:func:`external_raw_path`).
+    """
+    dcpl = dsid.get_create_plist()
+    count = dcpl.get_external_count()
+    if not count:
+        return []
+    total = int(np.prod(dsid.shape, dtype=np.int64)) * int(dsid.get_type().get_size())
+    try:
+        prefix = dsid.get_access_plist().get_efile_prefix()
+    except Exception:
+        prefix = b""
+    needed: Dict[str, int] = {}
+    start = 0
+    for i in range(count):
+        name, offset, size = dcpl.get_external(i)
+        used = max(0, min(int(size), total - start))
+        start += int(size)
+        if used:
+            path = external_raw_path(os.fsdecode(name), file, os.fsdecode(prefix or b""))
+            needed[path] = max(needed.get(path, 0), int(offset) + used)
+    return list(needed.items())
+
+
+def external_raw_path(name: str, file: str, prefix: str = "") -> str:
+    """The absolute path HDF5 opens for external raw data file ``name`` of a dataset in
+    ``file``: an absolute name as it is; a relative one under ``$HDF5_EXTFILE_PREFIX`` or the
+    dataset access prefix (``${ORIGIN}`` standing for ``file``'s folder), else under the
+    current directory."""
+    if os.path.isabs(name):
+        return name
+    prefix = os.environ.get("HDF5_EXTFILE_PREFIX") or prefix
+    if prefix and prefix != ".":
+        if prefix.startswith("${ORIGIN}"):
+            prefix = os.path.dirname(os.path.abspath(file)) + prefix[len("${ORIGIN}"):]
+        return os.path.abspath(os.path.join(prefix, name))
+    return os.path.abspath(name)

@@ -4,8 +4,10 @@ Everything a worker could trip over later is checked here, in the calling thread
 before any worker starts: files that are missing, empty, truncated or not HDF5;
 datasets that are missing, dangling links, groups, scalars or empty; datasets of one
 file with different row counts; files that disagree on a dataset's row shape or
-dtype; dtypes TensorFlow cannot take; filters (compression plugins) this process
-cannot decode.  Each error names the file, the dataset and the reason.
+dtype; dtypes TensorFlow (or h5py) cannot take; filters (compression plugins) this
+process cannot decode; data stored in other files outside the file's folder (unless
+``allow_external``) or in external raw data files shorter than it.  Each error names the
+file, the dataset and the reason -- so does any error h5py raises on a damaged file.
 
 The result, a :class:`Layout`, is small and picklable: it says which datasets to
 read and how, and which output columns (tensors) they feed.
@@ -20,18 +22,21 @@ from __future__ import annotations
 import glob
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Type
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple, Type
 
 import h5py
 import numpy as np
-from h5py import h5z
+from h5py import h5d, h5f, h5t, h5z
 
 from ...spec import pack_structure
 from .chunk_decode import DecodedChunks
+from .chunk_table import external_raw_files, shorter_than_data
 from .h5py_rows import H5pyRows
 from .raw_rows import RawRows
-from ...errors import HDF5FileNotFoundError, HDF5FilterError, HDF5InputError, HDF5TypeError
+from ...errors import (HDF5FileNotFoundError, HDF5FilterError, HDF5InputError, HDF5TypeError,
+                      QueuepipeError)
 
 if TYPE_CHECKING:
     from .reader import RowReader
@@ -179,15 +184,24 @@ def open_checked(path: str):
         raise HDF5InputError(f"{path}: empty file (0 bytes), not an HDF5 file")
     try:
         is_hdf5 = h5py.is_hdf5(path)
-    except OSError as exc:
+    except Exception as exc:
         raise HDF5InputError(f"{path}: cannot be read: {exc}") from None
     if not is_hdf5:
         raise HDF5InputError(f"{path}: not an HDF5 file (no HDF5 signature in its {size} bytes)")
     try:
-        return h5py.File(path, "r")
-    except OSError as exc:
+        f = h5py.File(path, "r")
+    except Exception as exc:
         raise HDF5InputError(f"{path}: cannot be opened as HDF5 (truncated or damaged file?): "
                              f"{exc}") from None
+    try:  # HDF5 checks this when it opens a file; the file may have shrunk since
+        size, end = os.path.getsize(path), int(f.id.get_filesize())
+    except Exception as exc:
+        f.close()
+        raise HDF5InputError(f"{path}: cannot be read: {exc}") from None
+    if size < end:
+        f.close()
+        raise HDF5InputError(f"{path}: {shorter_than_data(size, end)}")
+    return f
 
 
 # -- datasets ---------------------------------------------------------------------------------------
@@ -219,7 +233,7 @@ def get_dataset(f, path: str, file: str):
     """``f[path]`` as a Dataset, or an error saying which link or name is missing and why."""
     try:
         obj = f[path]
-    except (KeyError, OSError, ValueError) as exc:
+    except Exception as exc:  # h5py raises KeyError, OSError, ValueError, RuntimeError ...
         raise _missing(f, path, file, exc) from None
     if not isinstance(obj, h5py.Dataset):
         raise HDF5InputError(f"{file}: '{path}' is a {type(obj).__name__.lower()}, not a dataset")
@@ -227,7 +241,16 @@ def get_dataset(f, path: str, file: str):
 
 
 def _missing(f, path: str, file: str, exc: BaseException) -> Exception:
-    """Explain why ``path`` cannot be opened: walk it link by link."""
+    """Explain why ``path`` cannot be opened: walk it link by link.  A file whose link
+    tables are damaged fails on the way: that error, with HDF5's reason, is the answer."""
+    try:
+        return _walk_links(f, path, file, exc)
+    except Exception as inner:
+        return HDF5InputError(f"{file}: dataset '{path}' cannot be opened (damaged file?): "
+                              f"{type(inner).__name__}: {inner}")
+
+
+def _walk_links(f, path: str, file: str, exc: BaseException) -> Exception:
     parts = [p for p in path.split("/") if p]
     current = "/"
     for part in parts:
@@ -295,18 +318,66 @@ def _leaf_columns(dtype: np.dtype, shape: Tuple[int, ...], prefix: Tuple[str, ..
     return [(prefix, native, shape)]
 
 
+def dataset_dtype(dset, where: str) -> np.dtype:
+    """``dset.dtype``, or an :class:`HDF5TypeError` naming the field and the HDF5 type numpy
+    (so TensorFlow) has no equivalent for: a date/time (``H5T_TIME``) member, a 128-bit float,
+    ... -- h5py alone raises a bare TypeError/ValueError naming neither file nor dataset."""
+    try:
+        return dset.dtype
+    except Exception as exc:
+        cause = f"{type(exc).__name__}: {exc}"
+    try:
+        field, what = _unconvertible(dset.id.get_type(), ())
+    except Exception:
+        field, what = (), "its HDF5 type"
+    label = f"{where}{' field ' + '.'.join(field) if field else ''}"
+    raise HDF5TypeError(f"{label}: {what} has no numpy or TensorFlow equivalent (h5py: {cause}); "
+                        f"supported: bool, (u)int8-64, float16/32/64, complex64/128, strings, compounds "
+                        f"of these") from None
+
+
+_TYPE_CLASSES = {h5t.TIME: "date/time data (HDF5 class H5T_TIME)", h5t.BITFIELD: "a bitfield",
+                 h5t.OPAQUE: "opaque data", h5t.REFERENCE: "a reference", h5t.VLEN: "variable-length data",
+                 h5t.ENUM: "an enum", h5t.INTEGER: "an integer", h5t.STRING: "a string",
+                 h5t.COMPOUND: "a compound"}
+
+
+def _unconvertible(tid, field: Tuple[str, ...]) -> Tuple[Tuple[str, ...], str]:
+    """(field path, words) of the first part of HDF5 type ``tid`` h5py cannot convert."""
+    cls = tid.get_class()
+    if cls == h5t.COMPOUND:
+        for i in range(tid.get_nmembers()):
+            member = tid.get_member_type(i)
+            try:
+                member.dtype
+            except Exception:
+                name = tid.get_member_name(i)
+                return _unconvertible(member, field + (name.decode("utf-8", "replace")
+                                                       if isinstance(name, bytes) else str(name),))
+    if cls in (h5t.ARRAY, h5t.VLEN, h5t.ENUM):  # the base type is the problem
+        return _unconvertible(tid.get_super(), field)
+    if cls == h5t.FLOAT:
+        _spos, _epos, esize, _mpos, msize = tid.get_fields()
+        return field, f"a {tid.get_size() * 8}-bit float ({esize}-bit exponent, {msize}-bit mantissa)"
+    return field, _TYPE_CLASSES.get(cls, f"HDF5 type class {cls}")
+
+
 def _dataset_read(dset, path: str, file: str, key: Optional[str], kind: str
                   ) -> Tuple[DatasetRead, List[Column]]:
     """How to read a dataset, and its output columns (named after ``key``)."""
     where = f"{file}: dataset '{path}'"
-    shape = dset.shape
+    try:
+        shape = dset.shape
+    except Exception as exc:
+        raise HDF5InputError(f"{where}: its dataspace cannot be read (damaged file?): "
+                             f"{type(exc).__name__}: {exc}") from None
     if shape is None:
         raise HDF5InputError(f"{where} has no dataspace (an empty/null dataset): nothing to read")
     if len(shape) == 0:
         raise HDF5InputError(f"{where} is a scalar: a dataset needs a leading row dimension")
     if shape[0] == 0:
         raise HDF5InputError(f"{where} has 0 rows")
-    dtype = dset.dtype
+    dtype = dataset_dtype(dset, where)
     space = tuple(int(d) for d in shape[1:])
     leaves = _leaf_columns(dtype, space, (), where)
     if dtype.names is not None:
@@ -397,8 +468,120 @@ def _file_settings(dset, read: DatasetRead, file: str, path: str, plugin: Dict[i
     return cache, (int(chunks[0]) if filters else None), int(chunks[0]), readers
 
 
-def inspect_files(paths: List[str], datasets: Any, *, with_row_ids: bool = False) -> Layout:
-    """Open every file once (and close it), check everything, and describe the batch."""
+@contextmanager
+def _damage_named(file: str, path: Optional[str] = None) -> Iterator[None]:
+    """Turn any error h5py raises while ``file`` (dataset ``path``) is inspected into an
+    :class:`HDF5InputError` naming them: a damaged file fails in many places, each with a
+    bare RuntimeError/OSError/... of HDF5's that names neither."""
+    try:
+        yield
+    except QueuepipeError:
+        raise
+    except Exception as exc:
+        what = f"dataset '{path}'" if path is not None else "file"
+        raise HDF5InputError(f"{file}: {what} cannot be inspected (damaged file?): "
+                             f"{type(exc).__name__}: {exc}") from None
+
+
+# -- where the data is ------------------------------------------------------------------------------
+
+def data_outside(dset, file: str, depth: int = 0) -> List[Tuple[str, str]]:
+    """(what, path) of each file other than ``file`` that dataset ``dset``'s values are read
+    from: the target of an external link on its path, its external raw data files, its
+    virtual dataset's source files (and, a few levels deep, what those sources read)."""
+    out: List[Tuple[str, str]] = []
+    holder = os.path.normpath(os.fsdecode(h5f.get_name(dset.id)))  # the file the dataset is in
+    if not _same_file(holder, file):
+        out.append(("the target of an external link", holder))
+    for name, _needed in external_raw_files(dset.id, holder):
+        out.append(("an external raw data file", os.path.normpath(name)))
+    dcpl = dset.id.get_create_plist()
+    if dcpl.get_layout() != h5d.VIRTUAL:
+        return out
+    for i in range(dcpl.get_virtual_count()):
+        name = os.fsdecode(dcpl.get_virtual_filename(i))
+        source = holder if name == "." else os.path.normpath(virtual_source_path(name, holder))
+        if not _same_file(source, holder):
+            out.append(("a virtual dataset source file", source))
+        if depth >= 4 or not os.path.exists(source):
+            continue
+        inner_path = os.fsdecode(dcpl.get_virtual_dsetname(i))
+        try:  # a source may itself read other files
+            if _same_file(source, holder):
+                out.extend(data_outside(dset.file[inner_path], source, depth + 1))
+            else:
+                with h5py.File(source, "r") as sf:
+                    out.extend(data_outside(sf[inner_path], source, depth + 1))
+        except Exception:
+            pass  # an unreadable source: HDF5 gives the fill value, no other file's bytes
+    return out
+
+
+def virtual_source_path(name: str, vds_file: str) -> str:
+    """The file HDF5 opens for a virtual dataset's source file ``name``: an absolute name as
+    it is if it exists, else (the name's last part) under ``$HDF5_VDS_PREFIX``, the virtual
+    dataset's folder, the current directory -- the first that exists; else the first tried."""
+    tried = []
+    base = name
+    if os.path.isabs(name):
+        tried.append(name)
+        base = os.path.basename(name)
+    folder = os.path.dirname(os.path.abspath(vds_file))
+    for prefix in (os.environ.get("HDF5_VDS_PREFIX") or "").split(os.pathsep):
+        if prefix:
+            tried.append(os.path.join(prefix.replace("${ORIGIN}", folder), base))
+    tried += [os.path.join(folder, base), os.path.abspath(base)]
+    return next((t for t in tried if os.path.exists(t)), tried[0])
+
+
+def _same_file(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _inside(path: str, file: str) -> bool:
+    """Whether ``path`` resolves (symlinks followed) into ``file``'s folder or a subfolder."""
+    real = os.path.realpath(path)
+    folders = {os.path.realpath(os.path.dirname(os.path.abspath(file))),
+               os.path.dirname(os.path.realpath(file))}
+    return any(os.path.commonpath([real, d]) == d for d in folders)
+
+
+def check_data_location(dset, path: str, file: str, allow_external: bool) -> None:
+    """Refuse a dataset whose values would come from a file outside ``file``'s folder (unless
+    ``allow_external``), and one whose external raw data files are missing or shorter than
+    its data (HDF5 would read zeros there).
+
+    An HDF5 file names its external raw data files, virtual dataset sources and external
+    link targets by any path: an untrusted file could make a pipeline deliver the bytes of
+    any file this process can read.
+    """
+    if not allow_external:
+        outside = [(what, target) for what, target in data_outside(dset, file) if not _inside(target, file)]
+        if outside:
+            listed = "; ".join(f"{what} {target}" for what, target in outside)
+            raise HDF5InputError(f"{file}: dataset '{path}' reads data from outside the file's folder "
+                                 f"({os.path.dirname(file)}): {listed}. Pass allow_external=True to "
+                                 f"from_hdf5 to read it anyway (only for files you trust)")
+    holder = os.fsdecode(h5f.get_name(dset.id))
+    for name, needed in external_raw_files(dset.id, holder):
+        try:
+            size = os.path.getsize(name)
+        except OSError:
+            raise HDF5FileNotFoundError(f"{file}: dataset '{path}': its external raw data file {name} "
+                                        f"does not exist or cannot be read") from None
+        if size < needed:
+            raise HDF5InputError(f"{file}: dataset '{path}': its external raw data file {name}: "
+                                 f"{shorter_than_data(size, needed)}")
+
+
+def inspect_files(paths: List[str], datasets: Any, *, with_row_ids: bool = False,
+                  allow_external: bool = False) -> Layout:
+    """Open every file once (and close it), check everything, and describe the batch.
+
+    allow_external: read datasets whose data lives in other files (external raw data files,
+        virtual dataset sources, the target of an external link) wherever those are; by
+        default only inside each file's own folder (:func:`check_data_location`).
+    """
     kind, keys, dpaths = normalise_datasets(datasets)
     reads: List[DatasetRead] = []
     columns: List[Column] = []
@@ -406,35 +589,37 @@ def inspect_files(paths: List[str], datasets: Any, *, with_row_ids: bool = False
     plugin: Dict[int, str] = {}
     first_file = paths[0]
     for fi, file in enumerate(paths):
-        with open_checked(file) as f:
+        with _damage_named(file), open_checked(file) as f:
             n_rows = None
             cache, filtered_rows, readers, chunk_rows, widest = [], [], [], None, -1
             for di, path in enumerate(dpaths):
-                dset = get_dataset(f, path, file)
-                key = keys[di] if kind == "dict" else None
-                read, cols = _dataset_read(dset, path, file, key, kind)
-                if fi == 0:
-                    read.columns = list(range(len(columns), len(columns) + len(cols)))
-                    for c in cols:
-                        c.dataset = di
-                    reads.append(read)
-                    columns.extend(cols)
-                else:
-                    _check_same(reads[di], [columns[i] for i in reads[di].columns], read, cols,
-                                first_file, file, path)
-                rows = int(dset.shape[0])
-                if n_rows is None:
-                    n_rows, first_path = rows, path
-                elif rows != n_rows:
-                    raise HDF5InputError(f"{file}: datasets have different numbers of rows: '{first_path}' "
-                                         f"has {n_rows}, '{path}' has {rows} (every selected dataset of a "
-                                         f"file must have one row per sample)")
-                c_bytes, f_rows, c_rows, usable = _file_settings(dset, read, file, path, plugin)
-                cache.append(c_bytes)
-                filtered_rows.append(f_rows)
-                readers.append(usable)
-                if c_rows is not None and read.row_bytes > widest:
-                    chunk_rows, widest = c_rows, read.row_bytes
+                with _damage_named(file, path):
+                    dset = get_dataset(f, path, file)
+                    key = keys[di] if kind == "dict" else None
+                    read, cols = _dataset_read(dset, path, file, key, kind)
+                    if fi == 0:
+                        read.columns = list(range(len(columns), len(columns) + len(cols)))
+                        for c in cols:
+                            c.dataset = di
+                        reads.append(read)
+                        columns.extend(cols)
+                    else:
+                        _check_same(reads[di], [columns[i] for i in reads[di].columns], read, cols,
+                                    first_file, file, path)
+                    rows = int(dset.shape[0])
+                    if n_rows is None:
+                        n_rows, first_path = rows, path
+                    elif rows != n_rows:
+                        raise HDF5InputError(f"{file}: datasets have different numbers of rows: '{first_path}' "
+                                             f"has {n_rows}, '{path}' has {rows} (every selected dataset of a "
+                                             f"file must have one row per sample)")
+                    check_data_location(dset, path, file, allow_external)
+                    c_bytes, f_rows, c_rows, usable = _file_settings(dset, read, file, path, plugin)
+                    cache.append(c_bytes)
+                    filtered_rows.append(f_rows)
+                    readers.append(usable)
+                    if c_rows is not None and read.row_bytes > widest:
+                        chunk_rows, widest = c_rows, read.row_bytes
             files.append(FileInfo(file, n_rows, cache, filtered_rows, readers, chunk_rows))
     if kind == "single" and (len(columns) > 1 or columns[0].field):
         kind, keys = "dict", [c.name for c in columns]

@@ -32,11 +32,15 @@ class RawRows(StoredBytes):
     def __init__(self, dsid, mem_dtype: Optional[np.dtype]):
         """``mem_dtype``: unused, the dataset's own dtype (see :meth:`can_read`)."""
         super().__init__(dsid)
-        self.row_bytes = dsid.dtype.itemsize * int(np.prod(dsid.shape[1:], dtype=np.int64))
-        chunks = chunk_shape(dsid)
-        self.chunk_rows: Optional[int] = chunks[0] if chunks else None
-        self.contiguous: Optional[int] = None if chunks else dsid.get_offset()
-        self.table = ChunkTable(dsid, int(dsid.shape[0]), chunks) if chunks else None
+        try:
+            self.row_bytes = dsid.dtype.itemsize * int(np.prod(dsid.shape[1:], dtype=np.int64))
+            chunks = chunk_shape(dsid)
+            self.chunk_rows: Optional[int] = chunks[0] if chunks else None
+            self.contiguous: Optional[int] = None if chunks else dsid.get_offset()
+            self.table = ChunkTable(dsid, int(dsid.shape[0]), chunks) if chunks else None
+        except BaseException:
+            self.close()  # the descriptor StoredBytes opened
+            raise
 
     @classmethod
     def can_read(cls, dsid, mem_dtype: Optional[np.dtype]) -> bool:

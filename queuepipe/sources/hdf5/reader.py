@@ -10,18 +10,23 @@ was settled when the pipeline was built (``FileInfo.readers``: each reader's
 ``can_read``); each faster one is checked against h5py when a worker opens the dataset.
 Strings and compounds are read as numpy arrays and copied into the output columns.  Any
 failure becomes a :class:`HDF5ReadError` naming the file, the dataset, the rows and the
-cause.
+cause -- a failure to open a file or a dataset, or to read its chunk index, names the file,
+the dataset and the cause (and leaves nothing open).  HDF5 reads zeros past the end of a
+file cut short after it was opened, so every read HDF5 serves is bracketed by a size
+check (:class:`FileSize`); the ``preadv`` and decoder paths see such a file as a short read.
 """
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from typing import ClassVar, Dict, List, Optional, Protocol, Sequence, Tuple, Type
 
 import h5py
 import numpy as np
-from h5py import h5d, h5p
+from h5py import h5d, h5i, h5p
 
 from ...errors import HDF5ReadError
+from .chunk_table import external_raw_files, index_error, shorter_than_data
 from .h5py_rows import H5pyRows
 from .inspect import Layout, filter_available, filters_of, missing_filter_message
 from .planning import Direct, Plan
@@ -62,12 +67,42 @@ class RowReader(Protocol):
         """Release what the reader holds (a file descriptor)."""
 
 
+class FileSize:
+    """The size a worker's open HDF5 file must keep while it is read: the end of what HDF5
+    found allocated in it when the worker opened it.
+
+    HDF5 checks a file's size only when it opens it.  A file truncated afterwards reads as
+    zeros past its new end -- whatever the dtype or filter -- or, for a variable-length
+    string's heap, may keep HDF5 from returning at all.  So every read HDF5 serves is
+    checked against this before and after (one ``fstat`` each; see :meth:`_Handle.check_size`).
+    The ``preadv`` and decoder paths need no check: a read past the end comes back short
+    (:meth:`.chunk_table.StoredBytes.short_read`).
+    """
+
+    def __init__(self, fid):
+        self.path = os.fsdecode(fid.name)
+        try:
+            self.fd: Optional[int] = int(fid.get_vfd_handle())  # HDF5's own descriptor (sec2)
+        except Exception:
+            self.fd = None
+        self.needed = int(fid.get_filesize())  # max(size at open, end of allocated space)
+
+    def check(self) -> None:
+        """Raise :class:`HDF5ReadError` if the file is now shorter than its data."""
+        size = os.fstat(self.fd).st_size if self.fd is not None else os.stat(self.path).st_size
+        if size < self.needed:
+            raise HDF5ReadError(shorter_than_data(size, self.needed))
+
+
 class _Handle:
     """One dataset opened in one file, with its readers, which serve every numeric read.
 
     ``readers``: the reader classes the layout lists for this dataset, in the order they
     are tried, h5py last.  h5py's reader is the reference: any other is kept only if a few
-    rows read through it equal h5py's when the dataset is opened.
+    rows read through it equal h5py's when the dataset is opened.  Opening reads the
+    dataset's object header and, where a faster reader applies, its chunk index; any
+    failure there is raised (:meth:`WorkerFiles._handle` names the file and dataset), and
+    whatever was opened before it is closed.
     """
 
     def __init__(self, f, path: str, cache_bytes: int, mem_dtype: Optional[np.dtype],
@@ -75,25 +110,56 @@ class _Handle:
         dapl = h5p.create(h5p.DATASET_ACCESS)
         # 0 bytes: uncompressed chunks are read straight into our buffers, not via the cache
         dapl.set_chunk_cache(1009 if cache_bytes else 0, cache_bytes, 1.0)
+        self.readers: List[RowReader] = []
         self.dsid = h5d.open(f.id, path.encode("utf-8"), dapl)
         self.dataset = h5py.Dataset(self.dsid)
+        # the file the data is in (another one, through an external link) and any external
+        # raw data files, (path, bytes each must hold): checked around every h5py read
+        self.size = FileSize(h5i.get_file_id(self.dsid))
+        self.external = external_raw_files(self.dsid, self.size.path)
+        self.check_size()
         self.h5py = H5pyRows(self.dsid, mem_dtype)
-        opened = (self.h5py if cls is H5pyRows else self._checked(cls, mem_dtype) for cls in readers)
-        self.readers: List[RowReader] = [r for r in opened if r is not None]
+        try:
+            probes: Optional[List[int]] = None
+            for cls in readers:
+                if cls is H5pyRows:
+                    self.readers.append(self.h5py)
+                    continue
+                if probes is None:
+                    probes = self._probe_rows()
+                reader = self._checked(cls, mem_dtype, probes)
+                if reader is not None:
+                    self.readers.append(reader)
+        except BaseException:
+            self.close()
+            raise
 
-    def _checked(self, cls: Type[RowReader], mem_dtype: Optional[np.dtype]) -> Optional[RowReader]:
+    def _probe_rows(self) -> List[int]:
+        """Rows a faster reader is checked on: the first, the last and the first of the first
+        allocated chunk -- which reads the chunk index: a damaged one is an error here."""
+        n = int(self.dataset.shape[0])
+        probes = {0, n - 1}
+        if self.dataset.chunks is not None:
+            try:
+                if self.dsid.get_num_chunks():
+                    first = self.dsid.get_chunk_info(0).chunk_offset
+                    if first is not None:  # None: HDF5 finds no address (reads give the fill value)
+                        probes.add(int(first[0]))  # an allocated chunk
+            except Exception as exc:
+                raise index_error(exc) from exc
+        return sorted(probes)
+
+    def _checked(self, cls: Type[RowReader], mem_dtype: Optional[np.dtype], probes: List[int]
+                 ) -> Optional[RowReader]:
         """A ``cls`` reader of this dataset if rows read through it equal h5py's, else None."""
         try:
             reader = cls(self.dsid, mem_dtype)
         except Exception:
             return None
         row = np.empty((1,) + self.dataset.shape[1:], self.dataset.dtype)
-        probes = {0, self.dataset.shape[0] - 1}
-        if self.dataset.chunks is not None and self.dsid.get_num_chunks():
-            probes.add(int(self.dsid.get_chunk_info(0).chunk_offset[0]))  # an allocated chunk
         checked, at_zero = 0, np.zeros(1, np.int64)
         try:
-            for r in sorted(probes):
+            for r in probes:
                 probe, first = np.empty_like(row), np.array([r], np.int64)
                 if reader.read_runs(first, first + 1, at_zero, probe):
                     self.h5py.read_stretch(r, r + 1, row)
@@ -111,6 +177,30 @@ class _Handle:
         for reader in self.readers:
             reader.close()
 
+    def check_size(self) -> None:
+        """Raise :class:`HDF5ReadError` if the file, or an external raw data file, is now
+        shorter than the data it holds (HDF5 would read zeros there).  Called before and
+        after every read HDF5 serves; never on the ``preadv`` path."""
+        self.size.check()
+        for name, needed in self.external:
+            try:
+                size = os.stat(name).st_size
+            except OSError as exc:
+                raise HDF5ReadError(f"external raw data file {name} cannot be read: {exc}") from None
+            if size < needed:
+                raise HDF5ReadError(f"external raw data file {name}: " + shorter_than_data(size, needed))
+
+    def records(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) as a numpy array (strings and compounds), read by h5py."""
+        self.check_size()
+        try:
+            data = self.dataset[start:stop]
+        except Exception:
+            self.check_size()  # a file cut short: say so, not HDF5's symptom of it
+            raise
+        self.check_size()
+        return data
+
     def read_runs(self, starts: np.ndarray, stops: np.ndarray, out_pos: np.ndarray, dest: np.ndarray) -> None:
         """Rows ``[starts[i], stops[i])`` into rows ``out_pos[i]...`` of C-contiguous ``dest``.
 
@@ -118,16 +208,25 @@ class _Handle:
         request of several runs is first split into single runs, so only the runs it
         cannot serve (those touching an unallocated chunk) go further down the list.  An
         error from a reader whose errors are not final (the decoder) is overruled by h5py
-        (:meth:`_overrule`); any other error is raised.
+        (:meth:`_overrule`); any other error is raised.  A read h5py serves is bracketed by
+        :meth:`check_size`.
         """
         for reader in self.readers:
+            hdf5 = reader is self.h5py
+            if hdf5:
+                self.check_size()
             try:
-                if reader.read_runs(starts, stops, out_pos, dest):
-                    return
+                done = reader.read_runs(starts, stops, out_pos, dest)
             except Exception:
                 if reader.errors_are_final:
+                    if hdf5:
+                        self.check_size()
                     raise
                 self._overrule(reader, starts, stops, out_pos, dest)
+                return
+            if done:
+                if hdf5:
+                    self.check_size()
                 return
             if len(starts) > 1:
                 for i in range(len(starts)):
@@ -140,8 +239,15 @@ class _Handle:
         """h5py reads a request ``reader`` failed on.  If h5py fails too, its error -- naming
         HDF5's reason -- is the one reported, and ``reader`` stays.  If h5py reads what
         ``reader`` could not, ``reader`` is wrong for this data: it is dropped for this
-        dataset, and the readers after it serve the rest."""
-        self.h5py.read_runs(starts, stops, out_pos, dest)
+        dataset, and the readers after it serve the rest.  A file cut short fails
+        :meth:`check_size` first (the reader's short read was the file's fault)."""
+        self.check_size()
+        try:
+            self.h5py.read_runs(starts, stops, out_pos, dest)
+        except Exception:
+            self.check_size()
+            raise
+        self.check_size()
         self.readers = [r for r in self.readers if r is not reader]
         reader.close()
 
@@ -160,6 +266,12 @@ def _failing_chunk(handle: _Handle, start: int, stop: int) -> Optional[Tuple[int
         except Exception:
             return lo, hi
     return None
+
+
+def _text(exc: BaseException) -> str:
+    """``Type: message`` of an h5py error (a KeyError's message without its quotes)."""
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    return f"{type(exc).__name__}: {message}"
 
 
 def _close(f, handles: Dict[int, _Handle]) -> None:
@@ -188,12 +300,15 @@ class WorkerFiles:
             _close(f, handles)
 
     def _handle(self, fi: int, di: int) -> _Handle:
+        """Dataset ``di`` of file ``fi``, opened on first use.  Any failure to open the file or
+        the dataset, or to read its chunk index, is a :class:`HDF5ReadError` naming the file,
+        the dataset and the cause; nothing opened on the way is left open."""
         entry = self._open.get(fi)
         if entry is None:
             if len(self._open) >= MAX_OPEN_FILES:
                 _, (old, old_handles) = self._open.popitem(last=False)
                 _close(old, old_handles)
-            entry = (h5py.File(self.layout.files[fi].path, "r"), {})
+            entry = (self._open_file(self.layout.files[fi].path), {})
             self._open[fi] = entry
         else:
             self._open.move_to_end(fi)
@@ -201,9 +316,29 @@ class WorkerFiles:
         handle = handles.get(di)
         if handle is None:
             read, info = self.layout.datasets[di], self.layout.files[fi]
-            handle = _Handle(f, read.path, info.cache_bytes[di], read.mem_dtype, info.readers[di])
+            try:
+                handle = _Handle(f, read.path, info.cache_bytes[di], read.mem_dtype, info.readers[di])
+            except Exception as exc:
+                cause = str(exc) if isinstance(exc, HDF5ReadError) else \
+                    f"opening the dataset failed: {_text(exc)}"
+                raise HDF5ReadError(f"{info.path}: dataset '{read.path}': {cause}") from exc
             handles[di] = handle
         return handle
+
+    @staticmethod
+    def _open_file(path: str) -> h5py.File:
+        """``path`` opened read-only, checked to be no shorter than HDF5 says its data is."""
+        try:
+            f = h5py.File(path, "r")
+        except Exception as exc:
+            raise HDF5ReadError(f"{path}: opening the file failed: {_text(exc)}") from exc
+        try:
+            FileSize(f.id).check()
+        except Exception as exc:
+            f.close()
+            cause = str(exc) if isinstance(exc, HDF5ReadError) else f"opening the file failed: {_text(exc)}"
+            raise HDF5ReadError(f"{path}: {cause}") from exc
+        return f
 
     def _failed(self, exc: BaseException, fi: int, di: int, start: int, stop: int) -> HDF5ReadError:
         info = self.layout.files[fi]
@@ -215,6 +350,7 @@ class WorkerFiles:
         try:
             handle = self._open[fi][1].get(di)
             if handle is not None:
+                handle.check_size()  # a file cut short: no probing reads (HDF5 may not return)
                 bad = _failing_chunk(handle, start, stop)
                 if bad is not None:
                     message += f" (the failing chunk holds rows {bad[0]}..{bad[1] - 1})"
@@ -255,15 +391,17 @@ class WorkerFiles:
                 for start, stop, pos in zip(starts.tolist(), stops.tolist(), out_pos.tolist()):
                     self._records(fi, di, start, stop, [o[pos:pos + stop - start] for o in outs])
                 continue
+            handle = self._handle(fi, di)  # an error opening it names the file and dataset itself
             try:  # every block of an in-order read comes here: one call down to the reader
-                self._handle(fi, di).read_runs(starts, stops, out_pos, outs[0])
+                handle.read_runs(starts, stops, out_pos, outs[0])
             except Exception as exc:
                 raise self._failed(exc, fi, di, int(starts.min()), int(stops.max())) from exc
 
     def _records(self, fi: int, di: int, start: int, stop: int, dests: List[np.ndarray]) -> None:
         """Rows [start, stop) of a string or compound dataset, copied into ``dests`` (one per column)."""
+        handle = self._handle(fi, di)
         try:
-            data = self._handle(fi, di).dataset[start:stop]
+            data = handle.records(start, stop)
         except Exception as exc:
             raise self._failed(exc, fi, di, start, stop) from exc
         for dest, col in zip(dests, self.layout.datasets[di].columns):
@@ -289,8 +427,9 @@ class WorkerFiles:
                 starts = np.array([s[1] for s in group], dtype=np.int64)
                 stops = np.array([s[2] for s in group], dtype=np.int64)
                 at = pos + np.concatenate([[0], np.cumsum(stops - starts)[:-1]]).astype(np.int64)
+                handle = self._handle(fi, di)
                 try:
-                    self._handle(fi, di).read_runs(starts, stops, at, scratch)
+                    handle.read_runs(starts, stops, at, scratch)
                 except Exception as exc:
                     raise self._failed(exc, fi, di, int(starts.min()), int(stops.max())) from exc
                 pos += int((stops - starts).sum())
@@ -298,8 +437,9 @@ class WorkerFiles:
             return [scratch[:rows]]
         pieces = []
         for fi, start, stop in slabs:
+            handle = self._handle(fi, di)
             try:
-                pieces.append(self._handle(fi, di).dataset[start:stop])
+                pieces.append(handle.records(start, stop))
             except Exception as exc:
                 raise self._failed(exc, fi, di, start, stop) from exc
         out = []
