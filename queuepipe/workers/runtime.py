@@ -33,6 +33,9 @@ class WorkerBackend(Protocol):
     def close(self) -> None: ...                # end the worker now; safe to call twice
 
 
+_UNANSWERED = object()  # no answer set aside for a worker's next pull
+
+
 class Run:
     """One run of a pipeline's workers: fresh backends, the order their blocks go out in
     (:class:`~.delivery.Delivery`), and ``stop`` -- the run's one stop primitive (see
@@ -46,6 +49,8 @@ class Run:
         self.backends = backends
         self.delivery = delivery
         self.stop = stop
+        # per worker: what its next pull answers, set aside by prefetch (a block, or None: the end)
+        self.answers: List[object] = [_UNANSWERED] * len(backends)
 
 
 BackendFactory = Callable[[int, threading.Event], WorkerBackend]
@@ -139,7 +144,10 @@ class PipelineRuntime:
 
     # -- data --------------------------------------------------------------------------
     def pull(self, index: int) -> Block:
-        """Next block for worker ``index``'s enqueue op.
+        """Next block for worker ``index``'s enqueue op: the answer :meth:`prefetch` prepared,
+        so it returns at once -- it never waits for another worker inside the op, where it
+        would hold one of TF's few inter-op threads (the dequeue and the other workers'
+        enqueues need them).  Run by hand, without a prefetch, it waits itself.
 
         Raises StopIteration (TF: OutOfRangeError, this enqueue op is done) at the end
         of the worker's data or when stopping.  Once a worker has failed, every pull of
@@ -149,20 +157,16 @@ class PipelineRuntime:
             run = self.ensure_started()
             if run is None:
                 raise StopIteration
-            self._await(run, index)  # at once after prefetch; the wait itself when run by hand
-            with self._cond:
-                if run.stop.is_set():
-                    raise StopIteration
-                if self.failure is not None:
-                    run.delivery.in_flight[index] = self._poison
-                    return self._poison
-                block = run.delivery.take(index)
-            if block is None:
+            answer, run.answers[index] = run.answers[index], _UNANSWERED
+            if answer is _UNANSWERED:
+                answer = self._next(run, index)
+            if answer is None or run.stop.is_set():
                 raise StopIteration
-            return block
+            return answer
 
     def prefetch(self, index: int) -> None:
-        """Wait, in the calling thread, until worker ``index``'s next :meth:`pull` can answer at once.
+        """Wait, in the calling thread, until worker ``index``'s next :meth:`pull` can answer at
+        once, and set that answer aside for it.
 
         The queue runner calls this before each enqueue, so the waiting (and, for thread
         workers, the user's generator) runs in its own Python thread: inside the enqueue
@@ -170,14 +174,14 @@ class PipelineRuntime:
         """
         with self._worker_locks[index]:
             run = self._run
-            if run is not None:
-                self._await(run, index)
+            if run is not None and run.answers[index] is _UNANSWERED:
+                run.answers[index] = self._next(run, index)
 
-    def _await(self, run: Run, index: int) -> None:
+    def _next(self, run: Run, index: int) -> Optional[Block]:
         """Confirm worker ``index``'s previous block (its enqueue returned: the thread is back),
-        then produce and wait until its pull can answer: a block that may go now
-        (:meth:`Delivery.take`), the failure (once no other worker's data is still on its
-        way), or the end (stop, or its stream ended with nothing left for it)."""
+        then produce and wait until it can be answered: a block that may go now (taken:
+        :meth:`Delivery.take`), the failure (once no other worker's data is still on its
+        way), or None -- the end (stop, or its stream ended with nothing left for it)."""
         delivery = run.delivery
         with self._cond:
             delivery.confirm(index)
@@ -185,12 +189,17 @@ class PipelineRuntime:
         while True:
             with self._cond:
                 if run.stop.is_set():
-                    return
+                    return None
                 if self.failure is not None:
                     if not delivery.data_in_flight(but=index):
-                        return
-                elif delivery.ready(index) or (delivery.ended[index] and not delivery.pending[index]):
-                    return
+                        delivery.in_flight[index] = self._poison
+                        return self._poison
+                else:
+                    block = delivery.take(index)
+                    if block is not None:
+                        return block
+                    if delivery.ended[index] and not delivery.pending[index]:
+                        return None
                 if delivery.pending[index] or delivery.ended[index] or self.failure is not None:
                     self._cond.wait(WAIT_SLICE)  # another worker's blocks go first
                     continue
