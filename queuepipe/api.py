@@ -45,7 +45,9 @@ def from_generator(generator: Any, output_types: Any, output_shapes: Any = None,
         with a leading row dimension -- many rows per Python step, the fast path).
     shuffle / min_after_dequeue / seed: shuffle rows within each worker through a buffer
         of at least ``min_after_dequeue`` rows (default: 16 batches or two blocks, whichever is
-        more), seeded per worker.
+        more, capped at the worker's share of 256 MiB when every shape is declared -- but at
+        least one batch), seeded per worker; drained at each epoch's end unless
+        ``overlap_epochs``.
     num_epochs: times each worker's generator is called and run to exhaustion (None:
         forever).  After the last one, the remaining rows are delivered (a final smaller
         batch with ``allow_smaller_final_batch``), then ``sess.run`` raises OutOfRangeError.
@@ -130,7 +132,7 @@ def from_hdf5(files: Any, datasets: Any, *, rows: Any = None, batch_size: int, w
         the block order is permuted (from ``seed``: the same permutation in every
         worker, blocks dealt to workers in turn), then each worker mixes rows through a
         shuffle buffer of at least ``min_after_dequeue`` rows (default: 16 batches or
-        two blocks, whichever is more).  So a row's neighbours come from the ~buffer/block
+        two blocks, whichever is more, capped at the worker's share of 256 MiB).  So a row's neighbours come from the ~buffer/block
         blocks in the buffer at that time, not from the whole selection: raise
         ``min_after_dequeue`` (memory: that many rows per worker, plus one copy of every
         row) or lower ``batches_per_block`` (more, smaller reads) for better mixing.

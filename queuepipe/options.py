@@ -17,6 +17,10 @@ from .spec import Spec
 
 MODES = ("thread", "process")
 BLOCK_TARGET_BYTES = 8 << 20  # bytes handed to TF per Python call (see DESIGN.md, "Why blocks")
+# The default shuffle buffers of all workers together hold at most about this many bytes
+# (each worker ``SHUFFLE_BUDGET_BYTES / workers``, but never less than one batch); a
+# ``min_after_dequeue`` the user names is taken as given.  See DESIGN.md, "Memory bounds".
+SHUFFLE_BUDGET_BYTES = 256 << 20
 
 
 def positive_int(name: str, value: Any) -> int:
@@ -90,10 +94,20 @@ def default_batches_per_block(spec: Spec, batch_size: int) -> int:
     return int(max(1, min(32, BLOCK_TARGET_BYTES // max(1, row * batch_size))))
 
 
-def default_shuffle_rows(batch_size: int, batches_per_block: int) -> int:
-    """Shuffle buffer rows when the user names none: 16 batches, and at least two blocks, so
-    every draw mixes rows of two or more blocks (a source's read units)."""
-    return max(16, 2 * batches_per_block) * batch_size
+def default_shuffle_rows(batch_size: int, batches_per_block: int, row_nbytes: Optional[int] = None,
+                         workers: int = 1) -> int:
+    """Shuffle buffer rows per worker when the user names none: 16 batches, and at least two
+    blocks, so every draw mixes rows of two or more blocks (a source's read units) -- but, when
+    the row size is known, no more than the worker's share of :data:`SHUFFLE_BUDGET_BYTES`,
+    and never less than one batch (each draw still mixes two batches' worth of rows).
+
+    Without the byte cap, large samples made the default explode: 16 batches of 18 MB rows
+    are 288 MB per worker, 1.15 GB for four."""
+    rows = max(16, 2 * batches_per_block) * batch_size
+    if row_nbytes:
+        budget_rows = SHUFFLE_BUDGET_BYTES // max(1, workers) // row_nbytes
+        rows = min(rows, max(batch_size, budget_rows))
+    return rows
 
 
 @dataclass(frozen=True)
@@ -122,7 +136,7 @@ def resolved_sizes(options: PipelineOptions, spec: Spec, batches_per_block: Opti
     if not options.shuffle:
         rows = 0
     elif options.min_after_dequeue is None:
-        rows = default_shuffle_rows(options.batch_size, per_block)
+        rows = default_shuffle_rows(options.batch_size, per_block, spec.row_nbytes(), options.workers)
     else:
         rows = max(1, int(options.min_after_dequeue))
     if rows and whole_blocks:

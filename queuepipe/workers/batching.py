@@ -277,7 +277,7 @@ class Batcher:
         never on chunk sizes or timing -- so a seed fixes the order; timing only decides how
         many drawn batches travel together in one block."""
         B, per_block, reserve = self.batch_size, self.batches_per_block, self.shuffle_rows
-        pool = _ShuffleBuffer(self.rng)
+        pool = _ShuffleBuffer(self.rng, capacity=reserve + B)  # it never holds more: no growth copies
         carried = _RowStore()  # an ended epoch's last rows (< B): the head of the next batch
         dest: Optional[List[np.ndarray]] = None
         drawn = 0

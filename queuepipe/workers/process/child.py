@@ -136,10 +136,10 @@ class Shipper:
         of waiting forever (or the block does not fit a slot)."""
         if not self._wait_for_free_slot():
             return None
-        slot = self.free.popleft()
+        slot = self.free.pop()  # the most recently freed: its pages are warm, and a run touches few slots
         columns = self.arena.lease(slot, wanted, self._ended.append)
         if columns is None:
-            self.free.appendleft(slot)
+            self.free.append(slot)
         return columns
 
     def allocate(self, wanted: Wanted) -> List[np.ndarray]:
@@ -162,7 +162,7 @@ class Shipper:
                     self.conn.send(BlockInline(piece.n_rows, piece.n_batches, piece.tail, list(piece.columns),
                                                 piece.epoch))
                     continue
-                slot = self.free.popleft()
+                slot = self.free.pop()
                 self.arena.write(slot, piece.columns, metas)
             self.at_parent.add(slot)
             self.conn.send(BlockInSlot(slot, piece.n_rows, piece.n_batches, piece.tail, metas, objects,
