@@ -7,7 +7,9 @@ they call :meth:`PipelineQueueRunner.create_threads`.  Only TF's public construc
 properties are used; the thread bodies and their bookkeeping are queuepipe's own.
 
 Per session start (one *run* of the workers) it creates one enqueue thread per worker
-and one watcher thread.  The shutdown order is written once, in DESIGN.md ("Shutdown").
+and one watcher thread, and registers the run with :mod:`.interrupt` (Ctrl-C while the
+main thread is blocked in ``sess.run``, interpreter exit).  The shutdown order is written
+once, in DESIGN.md ("Shutdown").
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import List, Optional
 import tensorflow as tf
 
 from ..workers.runtime import PipelineRuntime, Run
+from . import interrupt
 
 tf1 = tf.compat.v1
 log = logging.getLogger("queuepipe")
@@ -70,7 +73,12 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
 
     def create_threads(self, sess, coord=None, daemon=False, start=False) -> List[threading.Thread]:
         """Start a fresh run of the workers and return its threads (none if this session's run
-        is still going), as ``QueueRunner.create_threads`` does for its own threads."""
+        is still going), as ``QueueRunner.create_threads`` does for its own threads.
+
+        Called from the main thread (as ``start_queue_runners``, ``running()`` and the
+        monitored sessions usually are), it also installs the Ctrl-C listener's wakeup fd
+        (:func:`.interrupt.install_from_main_thread`), which only the main thread may do."""
+        interrupt.install_from_main_thread()
         with self._guard:
             if self._active is not None and self._active.sess is sess and self._active.alive > 0:
                 return []  # already running for this session
@@ -134,7 +142,12 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
         """The run's watcher: once stopping begins (coordinator stopped, session closed, or the
         run's stop event set by ``running()``), cancel pending enqueues and set the run's stop
         event; when every enqueue thread has ended, end the run (close generators, end child
-        processes).  It never outlives the enqueue threads."""
+        processes).  It never outlives the enqueue threads.
+
+        While it runs, the run is registered with :mod:`.interrupt` (Ctrl-C and interpreter
+        exit stop it); when it ends it drops the runner's reference to the session, so a
+        closed session (and its graph) is not kept alive by a finished run."""
+        interrupt.register(self, sess, run, enqueue_threads + [threading.current_thread()])
         cancelled = False
         looks = 0
         reporters: List[threading.Thread] = []
@@ -166,7 +179,13 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
         finally:
             for t in reporters:
                 t.join(1.0)  # the cancel op has ended its enqueue
-            self.runtime.end_run(run)
+            try:
+                self.runtime.end_run(run)
+            finally:
+                interrupt.unregister(run)
+                with self._guard:
+                    if self._active is not None and self._active.run is run:
+                        self._active = None
 
     def _report_failure(self, sess) -> threading.Thread:
         """Put the run's failure in the queue from a thread of its own (the enqueue waits while

@@ -7,6 +7,7 @@ from typing import Iterator, List, Optional
 
 import tensorflow as tf
 
+from . import interrupt
 from .compat import quiet_deprecations
 from .runner import PipelineQueueRunner
 
@@ -28,7 +29,9 @@ def running(sess, *, coord: Optional[tf1.train.Coordinator] = None,
     Yields the Coordinator.  On exit -- normal, end of data, an exception or Ctrl-C --
     it requests stop, cancels pending enqueues, stops the workers and joins all
     threads.  A worker failure is raised here (its original exception) even if the
-    body ended early or saw only an end of data.
+    body ended early or saw only an end of data.  Ctrl-C also works while ``sess.run``
+    waits for a batch that does not come (see :mod:`.interrupt`); once every run has
+    ended, the Ctrl-C listener's wakeup fd is removed here.
     """
     coord = coord or tf1.train.Coordinator()
     graph = sess.graph
@@ -49,6 +52,7 @@ def running(sess, *, coord: Optional[tf1.train.Coordinator] = None,
             coord.join(threads, stop_grace_period_secs=stop_grace_period_secs)
         except BaseException as exc:  # noqa: BLE001
             join_error = exc
+        interrupt.release_from_main_thread()
         failures = [qr.runtime.failure for qr in pipeline_runners(graph) if qr.runtime.failure is not None]
         if failures and (body_error is None or isinstance(body_error, tf.errors.OpError)):
             raise failures[0].to_raise()
