@@ -18,6 +18,9 @@ from ..judging import (after_failure_reasons, duplicated, err_text, ids_text, pi
                        same_value, slow_call_reasons)
 
 TIMEOUT_S = 120
+# A worker stuck inside HDF5 on a damaged file (h5py alone hangs on some) is reported as stalled
+# after this long: "never a hang past the stall timeout".
+STALL_TIMEOUT = 5.0
 
 
 def plan(seed: int, quick: bool = False) -> Dict[str, Any]:
@@ -69,7 +72,7 @@ def hdf5_drain(ctx, path: str, p: Dict[str, Any], between=None) -> None:
                 pipe = queuepipe.from_hdf5(path, datasets(p), batch_size=p["batch_size"], mode=p["mode"],
                                            workers=p["workers"], allow_smaller_final_batch=True,
                                            with_row_ids=True, batches_per_block=p["batches_per_block"],
-                                           capacity=p.get("capacity"))
+                                           capacity=p.get("capacity"), stall_timeout=STALL_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - a build-time refusal is an observation
             import time
             obs["build_error"] = describe_exc(exc)
