@@ -328,3 +328,9 @@ def child_setup(stderr_dump: bool = True) -> None:
 
     faulthandler.enable(all_threads=True)
     faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
+    # A trial is a program started the usual way, where Ctrl-C raises KeyboardInterrupt.  A
+    # campaign started in the background from a non-interactive shell (``... &``) passes
+    # SIGINT on *ignored* (POSIX: asynchronous commands without job control), and Python then
+    # installs no handler: every SIGINT trial would "hang" for the harness's sake.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -29,15 +29,20 @@ class WorkerLoop:
     """Produces one worker's blocks on demand; user code runs with ``worker_info()`` set.
 
     ``epochs_in_order``: mark each new epoch in the chunk stream (:class:`NewEpoch`), so
-    the batcher ends an epoch before the next begins (see :mod:`.delivery`)."""
+    the batcher ends an epoch before the next begins (see :mod:`.delivery`).
+    ``stop``: the run's stop event (thread workers): looked at between chunks, so a worker
+    whose source is slow (a row every second, a batch every minute) ends within one chunk
+    of a stop instead of after the block it is filling."""
 
     def __init__(self, source: Source, batcher: Batcher, info: wi.WorkerInfo,
-                 allocate: BlockAllocator = aligned_block, epochs_in_order: bool = True):
+                 allocate: BlockAllocator = aligned_block, epochs_in_order: bool = True,
+                 stop: Optional[threading.Event] = None):
         self.info = info
         self._source = source
         self._batcher = batcher
         self._allocate = allocate
         self._epochs_in_order = epochs_in_order
+        self._stop = stop
         self.progress = wi.Progress()  # watched when the pipeline has a stall_timeout
         self._blocks: Optional[Iterator[Block]] = None
         self._ended = False  # the source is exhausted or failed: nothing more will come
@@ -63,7 +68,7 @@ class WorkerLoop:
             try:
                 if self._blocks is None:
                     chunks = self._source.chunks(self.where, self._on_epoch, self._allocate)
-                    self._blocks = self._batcher.blocks(self._marked(chunks) if self._epochs_in_order else chunks)
+                    self._blocks = self._batcher.blocks(self._marked(chunks))
                 return next(self._blocks)
             except StopIteration:
                 self._ended = True
@@ -82,11 +87,15 @@ class WorkerLoop:
         return f"{self.where}, epoch {self.info.epoch}: producing a block (in the source)"
 
     def _marked(self, chunks: Iterable[List[np.ndarray]]) -> Iterator[Chunk]:
-        """The source's chunks with a :class:`NewEpoch` before the first chunk of each epoch
-        after the first (the source calls ``on_epoch`` before yielding an epoch's first chunk)."""
+        """The source's chunks, with a :class:`NewEpoch` before the first chunk of each epoch
+        after the first when epochs go in order (the source calls ``on_epoch`` before yielding
+        an epoch's first chunk); they end early once the run's stop event is set."""
         current = 0
+        stop = self._stop
         for cols in chunks:
-            if self.info.epoch != current:
+            if stop is not None and stop.is_set():
+                return
+            if self._epochs_in_order and self.info.epoch != current:
                 current = self.info.epoch
                 yield NewEpoch(current)
             yield cols
@@ -121,24 +130,27 @@ class WorkerPlan:
     overlap_epochs: bool = False
     stall_timeout: Optional[float] = None
 
-    def make_loop(self, index: int, mode: str, allocate: BlockAllocator = aligned_block) -> WorkerLoop:
+    def make_loop(self, index: int, mode: str, allocate: BlockAllocator = aligned_block,
+                  stop: Optional[threading.Event] = None) -> WorkerLoop:
         info = wi.WorkerInfo(index=index, count=self.count, seed=wi.derive_seed(self.seed, index), mode=mode)
         batcher = Batcher(self.spec, self.batch_size, self.batches_per_block, self.shuffle_rows,
                           rng=np.random.default_rng(wi.derive_seed(self.seed, index, salt=1)),
                           time_budget=self.time_budget, allocate=allocate,
                           epoch_tails=not self.overlap_epochs and self.count > 1)
-        return WorkerLoop(self.source, batcher, info, allocate, epochs_in_order=not self.overlap_epochs)
+        return WorkerLoop(self.source, batcher, info, allocate, epochs_in_order=not self.overlap_epochs,
+                          stop=stop)
 
 
 class ThreadBackend:
     """A worker hosted in the calling thread: the queue runner's thread runs the loop
     (in :meth:`~queuepipe.workers.runtime.PipelineRuntime.prefetch`), user code included.
 
-    ``stop`` (the run's stop event) is not consulted here: user code running in a thread
-    cannot be interrupted; the runtime checks the event before every pull instead."""
+    User code running in a thread cannot be interrupted: ``stop`` (the run's stop event) is
+    looked at between the source's chunks (:class:`WorkerLoop`), and by the runtime before
+    every pull."""
 
     def __init__(self, plan: WorkerPlan, index: int, stop: threading.Event):
-        self.loop = plan.make_loop(index, "thread")
+        self.loop = plan.make_loop(index, "thread", stop=stop)
         self.progress = self.loop.progress  # the runtime's stall watch reads it
 
     def next_block(self) -> Block:
