@@ -1,7 +1,10 @@
-"""The running state of one pipeline: its workers, the end-of-data merge, and failures.
+"""The running state of one pipeline: its workers, its runs, failures and stalls.
 
-The TF layer calls :meth:`PipelineRuntime.prefetch` from the queue runner's thread and
-:meth:`PipelineRuntime.pull` from one enqueue op per worker.  A *run* starts when the
+The TF layer calls :meth:`PipelineRuntime.prefetch` from the queue runner's thread (it
+produces the worker's next block and sets aside what the next pull answers) and
+:meth:`PipelineRuntime.pull` from one enqueue op per worker (it only hands that over).
+Which block may go to the queue when -- epochs in order, leftovers merged, the failure
+last -- is :class:`~.delivery.Delivery`'s job.  A *run* starts when the
 queue runners start for a session and ends when they have all stopped; each run calls
 the user's generators afresh and has one stop event.  This module knows nothing about
 TensorFlow or about how a worker is hosted (thread or child process): a backend
