@@ -168,3 +168,13 @@ def mutate(path: str, how: str, rng: np.random.Generator) -> Dict[str, Any]:
         fh.write(bytes(blob))
     info["size_after"] = len(blob)
     return info
+
+
+def prepare_plain(p, workdir: str, stem: str):
+    """A kind's ``prepare`` when its trial reads an intact 400-row file of ``p["format"]``
+    (``p["source"] == "hdf5"``): ``{"path": ...}``, or ``{}`` for generator sources."""
+    if p["source"] != "hdf5":
+        return {}
+    path = os.path.join(workdir, f"{stem}-{p['format']}.h5")
+    write_file(path, p["format"], 400, np.random.default_rng(p["file_seed"]))
+    return {"path": path}

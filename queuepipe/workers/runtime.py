@@ -219,9 +219,7 @@ class PipelineRuntime:
             return
         except FailureSignal as failed:
             with self._cond:
-                if self.failure is None:
-                    self.failure = failed.failure
-                    self._poison = self.poison(failed.failure)
+                self._record_failure(failed.failure)
                 run.delivery.end(index)
                 self._cond.notify_all()
             log.error("queuepipe: %s\n%s", failed.failure.summary(), failed.failure.traceback_text)
@@ -252,14 +250,21 @@ class PipelineRuntime:
                 f"(stall_timeout={timeout:g}): {progress.activity}. A thread cannot be interrupted: "
                 f"it is left to finish on its own; mode='process' workers are killed instead")
             with self._cond:
-                if self.failure is not None:
+                if not self._record_failure(WorkerFailure(error, index, self.workers, self.mode,
+                                                          traceback_text=str(error))):
                     return False
-                self.failure = WorkerFailure(error, index, self.workers, self.mode, traceback_text=str(error))
-                self._poison = self.poison(self.failure)
                 self._cond.notify_all()
             log.error("queuepipe: %s", self.failure.summary())
             return True
         return False
+
+    def _record_failure(self, failure: WorkerFailure) -> bool:
+        """Keep ``failure`` as the run's failure, with its poison block, unless one is kept
+        already (the first wins); True if it was kept.  Called with the lock held."""
+        if self.failure is not None:
+            return False
+        self.failure, self._poison = failure, self.poison(failure)
+        return True
 
     def failure_block(self) -> Block:
         """The run's poison block (for the watcher's own enqueue of a stall); StopIteration if

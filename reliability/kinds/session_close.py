@@ -10,12 +10,10 @@ fetched before were correct and not duplicated.
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 from typing import Any, Dict, List
 
-import numpy as np
 
 from .. import files
 from ..core import PROMPT_S
@@ -42,11 +40,7 @@ def plan(seed: int, quick: bool = False) -> Dict[str, Any]:
 
 
 def prepare(p: Dict[str, Any], workdir: str, oracle) -> Dict[str, Any]:
-    if p["source"] != "hdf5":
-        return {}
-    path = os.path.join(workdir, f"close-{p['format']}.h5")
-    files.write_file(path, p["format"], 400, np.random.default_rng(p["file_seed"]))
-    return {"path": path}
+    return files.prepare_plain(p, workdir, "close")
 
 
 def observe(p: Dict[str, Any], prep: Dict[str, Any], ctx) -> None:

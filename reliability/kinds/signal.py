@@ -61,11 +61,7 @@ def signals(p: Dict[str, Any]) -> tuple:
 
 
 def prepare(p: Dict[str, Any], workdir: str, oracle) -> Dict[str, Any]:
-    if p["source"] != "hdf5":
-        return {}
-    path = os.path.join(workdir, f"signal-{p['format']}.h5")
-    files.write_file(path, p["format"], 400, np.random.default_rng(p["file_seed"]))
-    return {"path": path}
+    return files.prepare_plain(p, workdir, "signal")
 
 
 def _pipeline(p: Dict[str, Any], prep: Dict[str, Any]):
