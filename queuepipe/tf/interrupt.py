@@ -74,7 +74,7 @@ class _Armed:
         dequeue waiting on the empty queue fails at once."""
         self.run.stop.set()
         try:
-            self.sess.run(self.runner.cancel_op)
+            self.runner.cancel(self.sess)
         except Exception:  # noqa: BLE001 - the session is closed already: nothing waits on it
             pass
 

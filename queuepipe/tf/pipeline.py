@@ -19,9 +19,11 @@ import tensorflow as tf
 
 from ..workers.buffers import Block
 from ..workers.runtime import PipelineRuntime
-from ..errors import ArgumentTypeError
+from ..errors import ArgumentError, ArgumentTypeError
 from ..spec import Spec
 from .compat import quiet_deprecations
+from .consumer_stats import ConsumerStats, step_started
+from .monitoring import add_summaries
 from .runner import PipelineQueueRunner
 
 tf1 = tf.compat.v1
@@ -39,7 +41,8 @@ class Pipeline:
     """
 
     def __init__(self, batch: Any, queue, runner: PipelineQueueRunner, runtime: PipelineRuntime,
-                 spec: Spec, batch_size: int, name: str):
+                 spec: Spec, batch_size: int, name: str, *, stats: ConsumerStats,
+                 allow_smaller_final_batch: bool, capacity_batches: int):
         self.batch = batch
         self.queue = queue
         self.runner = runner
@@ -47,6 +50,42 @@ class Pipeline:
         self.spec = spec
         self.batch_size = batch_size
         self.name = name
+        self.stats = stats
+        self.allow_smaller_final_batch = allow_smaller_final_batch
+        self.capacity_batches = capacity_batches
+        self.staging = None
+
+    def staged(self, device: Optional[str] = None, depth: int = 1) -> Any:
+        """The batch, copied onto ``device`` ahead of the step that uses it (same structure as
+        :attr:`batch`).
+
+        A thread of the pipeline's queue runner moves batches from the host queue into a
+        ``StagingArea`` on ``device``, so the copy of batch N+1 overlaps step N; at most
+        ``depth`` batches wait on the device beyond the one in use.  Nothing changes in the
+        training loop: ``running(sess)``, ``start_queue_runners`` and the monitored sessions
+        start the stager with the workers (it is part of this pipeline's queue runner, so no
+        hook is needed).  Batches stay exactly once and in order; at the end of data the staged
+        batches come first, then ``OutOfRangeError``; a worker's error reaches ``sess.run``
+        with its original type.
+
+        ``device=None``: ``"/gpu:0"`` when TensorFlow sees a GPU, else the host's CPU.  Use
+        either ``staged()`` or :attr:`batch` in a graph, not both (each would take batches
+        from the other).  Calling it again with the same arguments returns the same tensors.
+        """
+        from .staging import Staging
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ArgumentError(f"staged(depth={depth!r}): depth must be an int >= 1 (batches ahead on the device)")
+        if device is None:
+            device = "/gpu:0" if tf.config.list_physical_devices("GPU") else "/cpu:0"
+        if self.staging is not None:
+            if (self.staging.device, self.staging.depth) != (device, depth):
+                raise ArgumentError(
+                    f"pipeline {self.name!r} is already staged on {self.staging.device!r} with "
+                    f"depth={self.staging.depth}; staged({device!r}, depth={depth}) would take batches from it")
+            return self.staging.batch
+        self.staging = Staging(self, device, depth)
+        self.runner.staging = self.staging
+        return self.staging.batch
 
     @property
     def workers(self) -> int:
@@ -196,27 +235,49 @@ def build_pipeline(runtime: PipelineRuntime, spec: Spec, output_types: Any, *, b
         with tf1.name_scope("failure"):
             outs = tf1.numpy_function(FailurePull(runtime), [], all_types, name="pull")
             failure_op = queue.enqueue(list(outs[:-1]) + [outs[-1][0]], name="enqueue")
+        stats = ConsumerStats(queue.queue_ref)
         runner = PipelineQueueRunner(runtime, queue, enqueue_ops, name, queue_size=queue.size(name="size"),
-                                     failure_op=failure_op)
+                                     failure_op=failure_op, reset_op=stats.reset_op)
         tf1.train.add_queue_runner(runner)
 
         with tf1.name_scope("dequeue"):
+            started = step_started()
             items = queue.dequeue(name="batch")
             data, error = items[:-1], items[-1]
-            ok = tf.equal(error, "")
-            on_error, on_ok = tf.raw_ops.Switch(data=error, pred=ok)
-            raised = tf1.numpy_function(RaiseFailure(runtime), [on_error], tf.string,
-                                        stateful=True, name="raise_worker_error")
-            gate, _ = tf.raw_ops.Merge(inputs=[on_ok, raised])
-            outputs = []
-            with tf.control_dependencies([gate]):
-                for field, t in zip(spec.fields, data):
-                    out = tf.identity(t, name=f"field_{len(outputs)}")
-                    first = batch_size if not allow_smaller_final_batch else None
-                    if field.shape is not None:
-                        out.set_shape([first] + list(field.shape))
-                    else:
-                        out.set_shape(tf.TensorShape(None))
-                    outputs.append(out)
+            gate = error_gate(error, runtime)
+            recorded = stats.record(started, items, rows=tf.shape(data[0])[0])
+            outputs = batch_outputs(data, [gate, recorded], spec, batch_size, allow_smaller_final_batch)
     batch = spec.pack(outputs)
-    return Pipeline(batch, queue, runner, runtime, spec, batch_size, name)
+    pipeline = Pipeline(batch, queue, runner, runtime, spec, batch_size, name, stats=stats,
+                        allow_smaller_final_batch=allow_smaller_final_batch, capacity_batches=capacity_batches)
+    with quiet_deprecations():
+        add_summaries(pipeline)
+    return pipeline
+
+
+def error_gate(error: tf.Tensor, runtime: PipelineRuntime) -> tf.Tensor:
+    """A tensor that is ready when ``error`` (one element's error string) is empty; otherwise
+    its ``py_func`` raises the worker's original exception (:class:`RaiseFailure`).  Two cheap
+    ops (``Switch``/``Merge``) per step; the ``py_func`` only runs on failure."""
+    ok = tf.equal(error, "")
+    on_error, on_ok = tf.raw_ops.Switch(data=error, pred=ok)
+    raised = tf1.numpy_function(RaiseFailure(runtime), [on_error], tf.string,
+                                stateful=True, name="raise_worker_error")
+    gate, _ = tf.raw_ops.Merge(inputs=[on_ok, raised])
+    return gate
+
+
+def batch_outputs(data, after, spec: Spec, batch_size: int, allow_smaller_final_batch: bool) -> List[tf.Tensor]:
+    """The user's batch tensors: ``data`` given its static shapes, each output ready only
+    after every op in ``after`` (the error gate, the consumer's bookkeeping)."""
+    outputs = []
+    first = batch_size if not allow_smaller_final_batch else None
+    with tf.control_dependencies(after):
+        for field, t in zip(spec.fields, data):
+            out = tf.identity(t, name=f"field_{len(outputs)}")
+            if field.shape is not None:
+                out.set_shape([first] + list(field.shape))
+            else:
+                out.set_shape(tf.TensorShape(None))
+            outputs.append(out)
+    return outputs

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import List, Optional
 
 import tensorflow as tf
@@ -42,11 +43,13 @@ class _RunThreads:
 class PipelineQueueRunner(tf1.train.QueueRunner):
     """QueueRunner for one pipeline: one enqueue op per worker, plus a watcher per run."""
 
-    def __init__(self, runtime: PipelineRuntime, queue, enqueue_ops, name: str, queue_size, failure_op=None):
+    def __init__(self, runtime: PipelineRuntime, queue, enqueue_ops, name: str, queue_size, failure_op=None,
+                 reset_op=None):
         """``queue_size``: the queue's size op.  Cheap, and its run fails once the session is
         closed: the watcher runs it to learn that, through public API only.  ``failure_op``:
         enqueues the run's failure (:meth:`PipelineRuntime.failure_block`); the watcher runs it
-        when a stalled thread worker cannot deliver its own failure."""
+        when a stalled thread worker cannot deliver its own failure.  ``reset_op``: run once
+        when a run starts, before any batch (zeroes the consumer's statistics)."""
         super().__init__(
             queue=queue, enqueue_ops=enqueue_ops,
             close_op=queue.close(name="close"),
@@ -58,6 +61,10 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
         self.pipeline_name = name
         self.queue_size = queue_size
         self.failure_op = failure_op
+        self.reset_op = reset_op
+        self.staging = None  # a pipeline's Staging, once ``Pipeline.staged()`` made one
+        self.reset_at: Optional[float] = None  # time.monotonic() when the current run zeroed its statistics
+        self.runs_reset = 0
         self._guard = threading.Lock()
         self._active: Optional[_RunThreads] = None
         self._errors: List[BaseException] = []
@@ -82,17 +89,23 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
         with self._guard:
             if self._active is not None and self._active.sess is sess and self._active.alive > 0:
                 return []  # already running for this session
+            if self.reset_op is not None:
+                sess.run(self.reset_op)
+                self.reset_at, self.runs_reset = time.monotonic(), self.runs_reset + 1
             run = self.runtime.start_run()
             threads_of_run = _RunThreads(sess, run, len(self.enqueue_ops))
             self._active = threads_of_run
         prefix = f"{THREAD_PREFIX}-{self.pipeline_name}"
-        enqueue_threads = [
+        working = [
             threading.Thread(target=self._enqueue_loop, args=(sess, i, coord, threads_of_run),
                              name=f"{prefix}-enqueue-{i}", daemon=daemon)
             for i in range(len(self.enqueue_ops))]
-        watcher = threading.Thread(target=self._watch, args=(sess, coord, run, enqueue_threads),
+        if self.staging is not None:
+            working.append(threading.Thread(target=self._stage_loop, args=(sess, coord, run),
+                                            name=f"{prefix}-stager", daemon=daemon))
+        watcher = threading.Thread(target=self._watch, args=(sess, coord, run, working),
                                    name=f"{prefix}-lifecycle", daemon=True)
-        threads = enqueue_threads + [watcher]
+        threads = working + [watcher]
         if coord is not None:
             for t in threads:
                 coord.register_thread(t)
@@ -100,6 +113,13 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
             for t in threads:
                 t.start()
         return threads
+
+    def cancel(self, sess) -> None:
+        """Close the queue (and the staging's tokens and tickets), cancelling pending enqueues:
+        a dequeue waiting on an empty queue fails at once, a blocked enqueue ends."""
+        sess.run(self.cancel_op)
+        if self.staging is not None:
+            sess.run(self.staging.cancel_op)
 
     def _enqueue_loop(self, sess, index: int, coord, threads_of_run: _RunThreads) -> None:
         """One worker's thread: wait for its next block here (``prefetch``: in thread mode the
@@ -138,16 +158,41 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
                 except Exception:  # noqa: BLE001 - the session is closing, or the queue is closed
                     pass
 
-    def _watch(self, sess, coord, run: Run, enqueue_threads: List[threading.Thread]) -> None:
-        """The run's watcher: once stopping begins (coordinator stopped, session closed, or the
+    def _stage_loop(self, sess, coord, run: Run) -> None:
+        """The stager (:mod:`.staging`): move batches from the queue onto the device until the
+        queue is closed and empty (end of data: close the tickets, so the consumer gets every
+        staged batch and then ``OutOfRangeError``) or the run stops (the watcher cancels)."""
+        staging = self.staging
+        try:
+            move = sess.make_callable(staging.move_op)
+            sess.run(staging.fill_op)
+            while not run.stop.is_set() and not (coord is not None and coord.should_stop()):
+                move()
+        except (tf.errors.OutOfRangeError, tf.errors.CancelledError):
+            pass
+        except Exception as exc:  # noqa: BLE001
+            if coord is not None:
+                coord.request_stop(exc)
+            else:
+                with self._guard:
+                    self._errors.append(exc)
+                raise
+        finally:
+            try:
+                sess.run(staging.close_op)
+            except Exception:  # noqa: BLE001 - the session is closing, or the tickets are closed
+                pass
+
+    def _watch(self, sess, coord, run: Run, working: List[threading.Thread]) -> None:
+        """The run's watcher (``working``: the enqueue threads and the stager): once stopping begins (coordinator stopped, session closed, or the
         run's stop event set by ``running()``), cancel pending enqueues and set the run's stop
-        event; when every enqueue thread has ended, end the run (close generators, end child
-        processes).  It never outlives the enqueue threads.
+        event; when every working thread has ended, end the run (close generators, end child
+        processes).  It never outlives the working threads.
 
         While it runs, the run is registered with :mod:`.interrupt` (Ctrl-C and interpreter
         exit stop it); when it ends it drops the runner's reference to the session, so a
         closed session (and its graph) is not kept alive by a finished run."""
-        interrupt.register(self, sess, run, enqueue_threads + [threading.current_thread()])
+        interrupt.register(self, sess, run, working + [threading.current_thread()])
         cancelled = False
         looks = 0
         reporters: List[threading.Thread] = []
@@ -156,7 +201,7 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
         except Exception:  # noqa: BLE001 - the session is closed already
             probe = None
         try:
-            while any(t.is_alive() for t in enqueue_threads):
+            while any(t.is_alive() for t in working):
                 looks += 1
                 stopping = (run.stop.is_set() or (coord is not None and coord.should_stop())
                             or (looks % SESSION_CHECK_EVERY == 0 and not _still_open(probe)))
@@ -167,14 +212,14 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
                     cancelled = True
                     run.stop.set()
                     try:
-                        sess.run(self.cancel_op)  # wakes enqueues blocked on a full queue
+                        self.cancel(sess)  # wakes enqueues blocked on a full queue
                     except Exception:  # noqa: BLE001 - the session is closed already
                         pass
                 if coord is not None and not cancelled:
                     coord.wait_for_stop(WATCH_SECONDS)
                 else:
                     run.stop.wait(WATCH_SECONDS)
-                    for t in enqueue_threads:
+                    for t in working:
                         t.join(0.01)
         finally:
             for t in reporters:

@@ -1,0 +1,124 @@
+"""Staging: batches copied onto the device ahead of the step that uses them.
+
+Without staging the step that dequeues batch N also copies it to the GPU, so the copy sits
+on the critical path of every step.  :meth:`queuepipe.Pipeline.staged` moves batches from
+the pipeline's host queue into a ``StagingArea`` on the device from a thread of the
+pipeline's queue runner (the *stager*), so the copy of batch N+1 overlaps step N.
+
+Why a stager thread and three small structures, rather than TF's usual "put and get in the
+same step": a put in the step needs the put op fetched by every ``sess.run`` (a hook in a
+monitored session, extra fetches in a plain one), and its end of data fails the step that
+also took the last staged batch.  And a StagingArea cannot be closed: an ``Unstage`` on an
+empty area blocks its thread for good, uncancellable, so a consumer must never ask unless
+an element is there.  Hence:
+
+- **area** (on the device): the staged batches, unbounded itself (a bounded ``Stage``
+  blocks an inter-op thread while full);
+- **tokens** (host ``FIFOQueue`` of ``depth``): a free place on the device.  The stager
+  takes one before it takes a batch from the host queue; the consumer gives it back when it
+  takes its batch.  So at most ``depth`` batches are on the device beyond the one in use;
+- **tickets** (host ``FIFOQueue``): one per element the stager moved, written *after* its
+  ``Stage`` ended, carrying the element's error string ("" for data) and its number of
+  samples.  The consumer dequeues a ticket first (an asynchronous, cancellable wait that
+  holds no thread), passes it through the same error gate as an unstaged batch, and only
+  then ``Unstage``s: the element is certainly there.  A poison element (a worker failure)
+  becomes a ticket only, so the failure reaches ``sess.run`` with its original type.
+
+End of data: the host queue closes, the stager's dequeue ends, the stager closes the
+tickets (no cancel): the consumer gets every staged batch, then ``OutOfRangeError``.
+Stopping: the runner cancels tokens and tickets with its own queue, so neither the stager
+nor a consumer waits on them any more.  Staged batches left on the device at a stop are
+freed with the session.
+"""
+from __future__ import annotations
+
+import itertools
+import uuid
+from typing import Any, List, Optional
+
+import tensorflow as tf
+
+from ..errors import ArgumentError
+from .compat import quiet_deprecations
+from .consumer_stats import step_started
+
+tf1 = tf.compat.v1
+
+_areas = itertools.count()
+
+
+def _device_type(device: Optional[str]) -> Optional[str]:
+    if not device:
+        return None
+    return tf.DeviceSpec.from_string(device).device_type
+
+
+class Staging:
+    """The graph side of one pipeline's staging: the stager's ``move_op``, the consumer's
+    ``outputs``, and the ops the queue runner uses to start and stop it."""
+
+    def __init__(self, pipeline, device: Optional[str], depth: int):
+        from .pipeline import batch_outputs, error_gate  # pipeline imports this module lazily
+        self.device = device
+        self.depth = depth
+        queue = pipeline.queue
+        dtypes = list(queue.dtypes[:-1])
+        if (_device_type(device) or "").upper() == "GPU":
+            strings = [f.name for f, d in zip(pipeline.spec.fields, dtypes) if d == tf.string]
+            if strings:
+                raise ArgumentError(
+                    f"staged(device={device!r}): field(s) {strings} are tf.string, which cannot live in GPU "
+                    f"memory; stage on a CPU device or leave the strings out of the pipeline")
+        shared_name = f"queuepipe_staging_{next(_areas)}_{uuid.uuid4().hex[:8]}"
+        area_args = dict(capacity=0, memory_limit=0, container="", shared_name=shared_name)
+        with quiet_deprecations(), tf1.name_scope(f"{pipeline.name}/staging"):
+            with tf1.colocate_with(queue.queue_ref):
+                tokens = tf1.FIFOQueue(depth, [tf.int32], shapes=[[]], name="tokens")
+                tickets = tf1.FIFOQueue(depth + 1, [tf.string, tf.int32], shapes=[[], []], name="tickets")
+                self.fill_op = tokens.enqueue_many([tf.zeros([depth], tf.int32)], name="fill")
+                self.close_op = tickets.close(name="close")
+                self.cancel_op = tf.group(tokens.close(cancel_pending_enqueues=True),
+                                          tickets.close(cancel_pending_enqueues=True), name="cancel")
+
+            # The stager: a free place, a batch from the host queue, onto the device, a ticket.
+            with tf1.name_scope("stager"):
+                token = tokens.dequeue(name="free_place")
+                with tf.control_dependencies([token]):
+                    items = queue.dequeue(name="batch")
+                data, error = list(items[:-1]), items[-1]
+                ok = tf.equal(error, "")
+                data_ok = [tf.raw_ops.Switch(data=t, pred=ok)[1] for t in data]
+                with tf.device(device):
+                    stage = tf.raw_ops.Stage(values=data_ok, name="put", **area_args)
+                token_unused, _ = tf.raw_ops.Switch(data=token, pred=ok)
+                give_back = tokens.enqueue(token_unused, name="give_back")  # poison: nothing staged
+                ok_false, ok_true = tf.raw_ops.Switch(data=ok, pred=ok)
+                with tf.control_dependencies([stage]):
+                    staged = tf.identity(ok_true)
+                with tf.control_dependencies([give_back]):
+                    not_staged = tf.identity(ok_false)
+                done, _ = tf.raw_ops.Merge(inputs=[staged, not_staged])
+                rows = tf.shape(data[0], out_type=tf.int32)[0]
+                with tf.control_dependencies([done]):
+                    self.move_op = tickets.enqueue([error, rows], name="ticket")
+
+            # The consumer: a ticket, the error gate, give the place back, take the batch.
+            with tf1.name_scope("dequeue"):
+                started = step_started()
+                error, rows = tickets.dequeue(name="ticket")
+                gate = error_gate(error, pipeline.runtime)
+                with tf.control_dependencies([gate]):
+                    given_back = tokens.enqueue(tf.constant(0), name="give_back")
+                with tf.control_dependencies([given_back]), tf1.colocate_with(stage):
+                    values = tf.raw_ops.Unstage(dtypes=dtypes, name="get", **area_args)
+                recorded = pipeline.stats.record(started, [error, rows], rows)
+                with tf.device(device):
+                    outputs = batch_outputs(values, [recorded], pipeline.spec, pipeline.batch_size,
+                                            pipeline.allow_smaller_final_batch)
+        self.stage_op = stage
+        self.unstage_op = values[0].op if values else None
+        self.batch: Any = pipeline.spec.pack(outputs)
+
+    def ops(self) -> List[tf.Operation]:
+        """The ops that live in the device's memory (each carries the requested device)."""
+        return [op for op in (self.stage_op, self.unstage_op) if op is not None]
