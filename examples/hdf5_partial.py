@@ -23,11 +23,18 @@ import functools
 import os
 import tempfile
 
-import h5py
-import numpy as np
-import tensorflow as tf
+# Before TensorFlow loads: no C++ INFO/WARNING lines (set TF_CPP_MIN_LOG_LEVEL=0 to see them all).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import queuepipe
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+
+from queuepipe.tools.quiet import quiet_tensorflow_import  # noqa: E402
+
+with quiet_tensorflow_import():  # the same level for the lines TF prints while it loads
+    import tensorflow as tf
+
+import queuepipe  # noqa: E402
 
 tf1 = tf.compat.v1
 FEATURES = 16

@@ -13,11 +13,18 @@ from __future__ import annotations
 import os
 import tempfile
 
-import h5py
-import numpy as np
-import tensorflow as tf
+# Before TensorFlow loads: no C++ INFO/WARNING lines (set TF_CPP_MIN_LOG_LEVEL=0 to see them all).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import queuepipe
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+
+from queuepipe.tools.quiet import quiet_tensorflow_import  # noqa: E402
+
+with quiet_tensorflow_import():  # the same level for the lines TF prints while it loads
+    import tensorflow as tf
+
+import queuepipe  # noqa: E402
 
 tf1 = tf.compat.v1
 
@@ -58,8 +65,16 @@ def make_synthetic_file(path, n=20000, features=32, seed=0):
 
 
 def main(steps=300):
-    path = os.path.join(tempfile.mkdtemp(), "scenes.h5")
-    make_synthetic_file(path)
+    """Train on a synthetic file in a temporary folder, removed on every way out (an exception
+    or Ctrl-C included): the workers have closed the file by the time ``train`` returns."""
+    with tempfile.TemporaryDirectory(prefix="queuepipe-example-") as root:
+        path = os.path.join(root, "scenes.h5")
+        make_synthetic_file(path)
+        return train(path, steps)
+
+
+def train(path, steps):
+    """The training loop: ``SceneGenerator.generate_data`` feeds the graph through queuepipe."""
     sceneGen = SceneGenerator({"path": path, "window": 8})
 
     with tf.Graph().as_default():
@@ -73,6 +88,7 @@ def main(steps=300):
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
         train_op = tf1.train.AdamOptimizer(0.01).minimize(loss)
 
+        l = float("nan")
         with tf1.Session() as sess:
             sess.run(tf1.global_variables_initializer())
             with queuepipe.running(sess):

@@ -8,16 +8,27 @@ USAGE = """usage: queuepipe COMMAND [options]
 
 commands:
   demo     train a small TF1 model on synthetic data: feed_dict vs queuepipe, 1..N workers
-  bench    measure your own HDF5 file through from_hdf5 (queuepipe bench FILE.h5 --datasets X,y)
+  bench    measure your own HDF5 file through from_hdf5 (queuepipe bench FILE.h5 --datasets X,y
+           [--plot rates.svg]): rates, a verdict and advice
+
+TensorFlow's C++ log is quiet (TF_CPP_MIN_LOG_LEVEL=2) unless you set TF_CPP_MIN_LOG_LEVEL yourself.
 """
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run ``queuepipe COMMAND``; returns the exit status.
+
+    The command is a program, not the library: before either subcommand can import TensorFlow,
+    it sets TF's C++ log level (unless the user set one) so a normal run prints no INFO notices
+    and no warnings about ops cancelled at shutdown (:mod:`queuepipe.tools.quiet`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    if command in ("demo", "bench"):
+        from .quiet import quiet_tensorflow_logs
+        quiet_tensorflow_logs()
     if command == "demo":
         from .demo import main as demo_main
         return demo_main(rest)

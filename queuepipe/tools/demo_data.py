@@ -32,6 +32,12 @@ def make_scene_file(path: str, n_scenes: int = 4096, seed: int = 0) -> str:
     return path
 
 
+def scene_count(path: str) -> int:
+    """How many scenes (rows) the file at ``path`` holds: the demo's header says what it samples from."""
+    with h5py.File(path, "r") as f:
+        return int(f["scenes"].shape[0])
+
+
 class SceneGenerator(object):
     """A typical user generator: random parts of an HDF5 file, preprocessed per sample."""
 
