@@ -18,7 +18,11 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+
+from queuepipe.tools.quiet import quiet_tensorflow_import  # noqa: E402
+
+with quiet_tensorflow_import():  # the same level for the lines TF prints while it loads
+    import tensorflow as tf
 
 import queuepipe  # noqa: E402
 

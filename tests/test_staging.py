@@ -205,8 +205,8 @@ print("GOT", got)
     assert proc.returncode == 0, describe(proc)
     assert "GOT [0, 1, 2, 3, 4, 5, 6]" in proc.stdout, describe(proc)
     placed = proc.stdout + proc.stderr
-    for op in ("staging/stager/put", "staging/dequeue/get"):
-        lines = [ln for ln in placed.splitlines() if op in ln and "device:" in ln]
+    for op in ("put: (Stage)", "get: (Unstage)"):
+        lines = [ln for ln in placed.splitlines() if ln.startswith("queuepipe_0/staging/") and op in ln]
         assert lines and all("device:CPU:1" in ln for ln in lines), (op, lines, describe(proc))
 
 

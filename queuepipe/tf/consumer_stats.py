@@ -8,10 +8,11 @@ costs a few native ops per step and no extra ``sess.run``.  The summaries and
 :class:`queuepipe.InputWaitHook` read the variable every N steps and turn differences into
 "fraction of time waited for input" and "samples per second".
 
-The variable is in no collection: ``Saver``s and initializers of the user's model never see
-it (a checkpoint stays the model's).  Each run of the pipeline's queue runner zeroes it
-before the first batch (:attr:`ConsumerStats.reset_op`), so it needs no initializer of
-the user's.
+The variable is a *local* variable (``GraphKeys.LOCAL_VARIABLES``): ``Saver``s never see it
+(a checkpoint stays the model's), and ``local_variables_initializer`` -- which monitored
+sessions and ``Supervisor`` run, and which TF1 programs with ``num_epochs`` already call --
+initializes it.  Besides, each run of the pipeline's queue runner zeroes it before the first
+batch (:attr:`ConsumerStats.reset_op`), so a plain session needs no initializer of the user's.
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ class ConsumerStats:
 
     def __init__(self, queue_ref):
         with tf1.colocate_with(queue_ref), tf1.name_scope("consumer_stats"):
-            self.variable = tf1.Variable(tf.zeros([2], tf.float64), trainable=False, collections=[],
+            self.variable = tf1.Variable(tf.zeros([2], tf.float64), trainable=False,
+                                         collections=[tf1.GraphKeys.LOCAL_VARIABLES],
                                          use_resource=True, name="wait_and_samples")
             self.reset_op = self.variable.initializer
             self.value = self.variable.read_value()

@@ -237,7 +237,9 @@ def build_pipeline(runtime: PipelineRuntime, spec: Spec, output_types: Any, *, b
             failure_op = queue.enqueue(list(outs[:-1]) + [outs[-1][0]], name="enqueue")
         stats = ConsumerStats(queue.queue_ref)
         runner = PipelineQueueRunner(runtime, queue, enqueue_ops, name, queue_size=queue.size(name="size"),
-                                     failure_op=failure_op, reset_op=stats.reset_op)
+                                     failure_op=failure_op, reset_op=stats.reset_op, stats_value=stats.value,
+                                     close_op=close_if_open(queue, "close"), drain_op=queue.dequeue(name="drain"),
+                                     capacity_batches=capacity_batches)
         tf1.train.add_queue_runner(runner)
 
         with tf1.name_scope("dequeue"):
@@ -253,6 +255,16 @@ def build_pipeline(runtime: PipelineRuntime, spec: Spec, output_types: Any, *, b
     with quiet_deprecations():
         add_summaries(pipeline)
     return pipeline
+
+
+def close_if_open(queue, name: str) -> tf.Operation:
+    """Close ``queue`` unless it is closed already.  Closing a closed queue fails, and TF logs
+    every failed run as a warning (a "Local rendezvous is aborting" line): two closers at a
+    stop (the last enqueue thread, the watcher) must not print one."""
+    def close():
+        with tf.control_dependencies([queue.close()]):
+            return tf.constant(True)
+    return tf.cond(queue.is_closed(), lambda: tf.constant(False), close, name=name).op
 
 
 def error_gate(error: tf.Tensor, runtime: PipelineRuntime) -> tf.Tensor:

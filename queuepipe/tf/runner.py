@@ -29,6 +29,8 @@ log = logging.getLogger("queuepipe")
 THREAD_PREFIX = "queuepipe"
 WATCH_SECONDS = 0.05        # how often the watcher looks at the coordinator and the enqueue threads
 SESSION_CHECK_EVERY = 5     # ... and every this many looks, whether the session is still open
+QUIET_STOP_SECONDS = 2.0    # at a stop, how long the threads may take to end without a cancel
+DRAIN_WAIT_MS = 100         # ... and how long one dequeue that makes room may wait
 
 
 class _RunThreads:
@@ -44,15 +46,20 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
     """QueueRunner for one pipeline: one enqueue op per worker, plus a watcher per run."""
 
     def __init__(self, runtime: PipelineRuntime, queue, enqueue_ops, name: str, queue_size, failure_op=None,
-                 reset_op=None):
+                 reset_op=None, stats_value=None, close_op=None, drain_op=None,
+                 capacity_batches: Optional[int] = None):
         """``queue_size``: the queue's size op.  Cheap, and its run fails once the session is
         closed: the watcher runs it to learn that, through public API only.  ``failure_op``:
         enqueues the run's failure (:meth:`PipelineRuntime.failure_block`); the watcher runs it
         when a stalled thread worker cannot deliver its own failure.  ``reset_op``: run once
-        when a run starts, before any batch (zeroes the consumer's statistics)."""
+        when a run starts, before any batch (zeroes the consumer's statistics); ``stats_value``
+        reads them (:mod:`.consumer_stats`; the summaries and ``InputWaitHook`` use it).  ``close_op``:
+        closes the queue unless it is closed (default: the queue's plain close).  ``drain_op``
+        and ``capacity_batches``: a dequeue that makes room in a full queue at a stop, so
+        blocked enqueues end without being cancelled (see :meth:`_stop_quietly`)."""
         super().__init__(
             queue=queue, enqueue_ops=enqueue_ops,
-            close_op=queue.close(name="close"),
+            close_op=close_op if close_op is not None else queue.close(name="close"),
             cancel_op=queue.close(cancel_pending_enqueues=True, name="cancel"),
             # A cancelled enqueue (session closing, stop requested) is an orderly end,
             # not an error to log or to report to the coordinator.
@@ -62,6 +69,9 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
         self.queue_size = queue_size
         self.failure_op = failure_op
         self.reset_op = reset_op
+        self.stats_value = stats_value
+        self.drain_op = drain_op
+        self.capacity_batches = capacity_batches
         self.staging = None  # a pipeline's Staging, once ``Pipeline.staged()`` made one
         self.reset_at: Optional[float] = None  # time.monotonic() when the current run zeroed its statistics
         self.runs_reset = 0
@@ -211,10 +221,11 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
                 if stopping and not cancelled:
                     cancelled = True
                     run.stop.set()
-                    try:
-                        self.cancel(sess)  # wakes enqueues blocked on a full queue
-                    except Exception:  # noqa: BLE001 - the session is closed already
-                        pass
+                    if not self._stop_quietly(sess, working):
+                        try:
+                            self.cancel(sess)  # wakes enqueues blocked on a full queue
+                        except Exception:  # noqa: BLE001 - the session is closed already
+                            pass
                 if coord is not None and not cancelled:
                     coord.wait_for_stop(WATCH_SECONDS)
                 else:
@@ -231,6 +242,49 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
                 with self._guard:
                     if self._active is not None and self._active.run is run:
                         self._active = None
+
+    def _stop_quietly(self, sess, working: List[threading.Thread]) -> bool:
+        """Let the run's threads end without cancelling anything; True if they all did.
+
+        Cancelling a blocked enqueue works, but TF logs every cancelled run as a warning, so
+        a program that leaves ``running()`` early would print one "Local rendezvous is
+        aborting ... CANCELLED" line per worker.  Instead (the stop event is set: every pull
+        now answers end of data): close the staging's free places (the stager's wait on them
+        ends with ``OutOfRangeError``, which TF does not log), and while a thread is alive and
+        the queue is full, dequeue one batch (dropped, as a cancel would leave it unread) so
+        a blocked enqueue completes; then close the queue unless closed.  Gives up after
+        :data:`QUIET_STOP_SECONDS` (a worker stuck in user code; the session closed), and
+        the caller cancels as before."""
+        if self.drain_op is None or self.capacity_batches is None:
+            return False
+        try:
+            size = sess.make_callable(self.queue_size)
+            if self.staging is not None:
+                sess.run(self.staging.close_tokens_op)
+            deadline = time.monotonic() + QUIET_STOP_SECONDS
+            drain_options = tf1.RunOptions(timeout_in_ms=DRAIN_WAIT_MS)
+            enqueuing = working[:len(self.enqueue_ops)]  # the stager, if any, comes last
+            while any(t.is_alive() for t in enqueuing):
+                if time.monotonic() > deadline:
+                    return False
+                if size() >= self.capacity_batches:
+                    try:
+                        sess.run(self.drain_op, options=drain_options)
+                    except tf.errors.DeadlineExceededError:  # the consumer took it first
+                        pass
+                else:
+                    for t in enqueuing:
+                        t.join(0.005)
+            sess.run(self.close_op)  # the stager's wait for a batch, if any, ends here
+            for t in working[len(self.enqueue_ops):]:
+                t.join(max(0.0, deadline - time.monotonic()))
+                if t.is_alive():
+                    return False
+            if self.staging is not None:
+                sess.run(self.staging.close_op)
+            return True
+        except Exception:  # noqa: BLE001 - the session is closed, or closing: cancel instead
+            return False
 
     def _report_failure(self, sess) -> threading.Thread:
         """Put the run's failure in the queue from a thread of its own (the enqueue waits while

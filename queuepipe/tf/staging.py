@@ -57,8 +57,8 @@ class Staging:
     """The graph side of one pipeline's staging: the stager's ``move_op``, the consumer's
     ``outputs``, and the ops the queue runner uses to start and stop it."""
 
-    def __init__(self, pipeline, device: Optional[str], depth: int):
-        from .pipeline import batch_outputs, error_gate  # pipeline imports this module lazily
+    def __init__(self, pipeline, device: str, depth: int):
+        from .pipeline import batch_outputs, close_if_open, error_gate  # pipeline imports this module lazily
         self.device = device
         self.depth = depth
         queue = pipeline.queue
@@ -76,31 +76,37 @@ class Staging:
                 tokens = tf1.FIFOQueue(depth, [tf.int32], shapes=[[]], name="tokens")
                 tickets = tf1.FIFOQueue(depth + 1, [tf.string, tf.int32], shapes=[[], []], name="tickets")
                 self.fill_op = tokens.enqueue_many([tf.zeros([depth], tf.int32)], name="fill")
-                self.close_op = tickets.close(name="close")
+                self.close_op = close_if_open(tickets, "close")
+                self.close_tokens_op = close_if_open(tokens, "close_tokens")
                 self.cancel_op = tf.group(tokens.close(cancel_pending_enqueues=True),
                                           tickets.close(cancel_pending_enqueues=True), name="cancel")
 
-            # The stager: a free place, a batch from the host queue, onto the device, a ticket.
+            # The stager: a free place, a batch from the queue, onto the device, a ticket.  One
+            # ``sess.run`` of it per batch, from the stager thread.  (A ``while_loop`` running
+            # it in the graph for the whole run needs no Python per batch, but measured slower on
+            # W4 with thread workers: ~10 loop-control ops per batch competing for TF's inter-op
+            # threads, BENCHMARKS.md "Staging".)
+            made = {}
             with tf1.name_scope("stager"):
                 token = tokens.dequeue(name="free_place")
                 with tf.control_dependencies([token]):
                     items = queue.dequeue(name="batch")
                 data, error = list(items[:-1]), items[-1]
-                ok = tf.equal(error, "")
-                data_ok = [tf.raw_ops.Switch(data=t, pred=ok)[1] for t in data]
-                with tf.device(device):
-                    stage = tf.raw_ops.Stage(values=data_ok, name="put", **area_args)
-                token_unused, _ = tf.raw_ops.Switch(data=token, pred=ok)
-                give_back = tokens.enqueue(token_unused, name="give_back")  # poison: nothing staged
-                ok_false, ok_true = tf.raw_ops.Switch(data=ok, pred=ok)
-                with tf.control_dependencies([stage]):
-                    staged = tf.identity(ok_true)
-                with tf.control_dependencies([give_back]):
-                    not_staged = tf.identity(ok_false)
-                done, _ = tf.raw_ops.Merge(inputs=[staged, not_staged])
-                rows = tf.shape(data[0], out_type=tf.int32)[0]
+
+                def put():
+                    with tf.device(device):
+                        made["stage"] = tf.raw_ops.Stage(values=data, name="put", **area_args)
+                    with tf.control_dependencies([made["stage"]]):
+                        return tf.constant(True)
+
+                def give_back():  # a poison element: nothing staged, the place stays free
+                    with tf.control_dependencies([tokens.enqueue(token, name="give_back")]):
+                        return tf.constant(False)
+
+                done = tf.cond(tf.equal(error, ""), put, give_back, name="staged")
                 with tf.control_dependencies([done]):
-                    self.move_op = tickets.enqueue([error, rows], name="ticket")
+                    self.move_op = tickets.enqueue([error, tf.shape(data[0], out_type=tf.int32)[0]],
+                                                   name="ticket")
 
             # The consumer: a ticket, the error gate, give the place back, take the batch.
             with tf1.name_scope("dequeue"):
@@ -109,13 +115,13 @@ class Staging:
                 gate = error_gate(error, pipeline.runtime)
                 with tf.control_dependencies([gate]):
                     given_back = tokens.enqueue(tf.constant(0), name="give_back")
-                with tf.control_dependencies([given_back]), tf1.colocate_with(stage):
+                with tf.control_dependencies([given_back]), tf.device(device):
                     values = tf.raw_ops.Unstage(dtypes=dtypes, name="get", **area_args)
                 recorded = pipeline.stats.record(started, [error, rows], rows)
                 with tf.device(device):
                     outputs = batch_outputs(values, [recorded], pipeline.spec, pipeline.batch_size,
                                             pipeline.allow_smaller_final_batch)
-        self.stage_op = stage
+        self.stage_op = made["stage"]
         self.unstage_op = values[0].op if values else None
         self.batch: Any = pipeline.spec.pack(outputs)
 
