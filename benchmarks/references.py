@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-from queuepipe.tools.limits import limit_consumer, limit_read
+from queuepipe.tools.limits import limit_consumer, limit_queue, limit_read, session_step
 from .forking import in_processes
 from .workloads import (FEATURES, Delivery, LockedIterator, batches, drive, load_rows, make_consumer,
                         samples, summarize)
@@ -80,7 +80,10 @@ def _one_repeat(ctx: Dict[str, Any], graph, fetch, step_factory, *, runners: str
 def _drive_session(ctx, sess, fetch, step_factory, runners, ends, delivery) -> Dict[str, Any]:
     import tensorflow as tf
     v1 = tf.compat.v1
-    step = (step_factory(sess) if step_factory else None) or (lambda: sess.run(fetch)[1])
+    step = step_factory(sess) if step_factory else None
+    if step is None:
+        run_step = session_step(sess, fetch, ctx.get("driver") or "sess.run")
+        step = lambda: run_step()[1]  # noqa: E731 - y, for the delivery check
     if runners == "queuepipe":
         import queuepipe
         with queuepipe.running(sess):
@@ -143,7 +146,30 @@ def run_limit_consumer(ctx: Dict[str, Any]) -> Dict[str, Any]:
     reps = []
     for _ in range(ctx["repeats"]):
         rows, secs = limit_consumer([x, y], seconds=ctx["max_seconds"], make_consumer=make_consumer(ctx),
-                                    warmup=ctx["warmup_batches"], also_fetch=(1,))
+                                    warmup=ctx["warmup_batches"], also_fetch=(1,),
+                                    driver=ctx.get("driver") or "sess.run")
+        reps.append({"rows": rows, "seconds": secs, "first_batch_s": None})
+    out = summarize(reps)
+    if out["samples_per_s"]:
+        out["step_ms"] = 1000.0 * ctx["batch"] / out["samples_per_s"]
+    return out
+
+
+LIMIT_QUEUE_BATCHES = 32  # distinct batches circulating (W1: 16 MiB, beyond the caches' reach)
+
+
+def run_limit_queue(ctx: Dict[str, Any]) -> Dict[str, Any]:
+    """The same consumer fed by a circulating FIFOQueue of the workload's first batches: each
+    step dequeues a batch and enqueues it back (:func:`queuepipe.tools.limits.limit_queue`).
+    What any TF1-queue-fed pipeline can reach: the queue's own cost, no producer."""
+    import itertools
+    first = [(x.copy(), y.copy()) for x, y in itertools.islice(batches(ctx), LIMIT_QUEUE_BATCHES)]
+    first = [b for b in first if len(b[1]) == ctx["batch"]] or first[:1]
+    reps = []
+    for _ in range(ctx["repeats"]):
+        rows, secs = limit_queue(first, seconds=ctx["max_seconds"], make_consumer=make_consumer(ctx),
+                                 warmup=ctx["warmup_batches"], also_fetch=(1,),
+                                 driver=ctx.get("driver") or "sess.run")
         reps.append({"rows": rows, "seconds": secs, "first_batch_s": None})
     out = summarize(reps)
     if out["samples_per_s"]:
@@ -253,6 +279,7 @@ def run_tf1_native(ctx: Dict[str, Any]) -> Dict[str, Any]:
 WAYS = {
     "limit-read": run_limit_read,
     "limit-consumer": run_limit_consumer,
+    "limit-queue": run_limit_queue,
     "feed_dict": run_feed_dict,
     "tf.data": run_tf_data,
     "tf.data (batches)": run_tf_data_batches,

@@ -13,7 +13,7 @@ END = "<!-- END GENERATED RESULTS -->"
 
 # workload -> (what the named ratio is, key of the ratio, target, modes the target applies to, target text)
 TARGETS = {
-    "W1": ("x limit-consumer", "x_consumer", 0.85, ("thread", "process"), ">= 0.85 x limit-consumer"),
+    "W1": ("x limit-queue", "x_queue", 0.85, ("thread", "process"), ">= 0.85 x limit-queue"),
     "W2": ("x limit-read (2 proc)", "x_read2", 0.95, ("process",), "processes >= 0.95 x the two-process limit"),
     "W3": ("x limit-read", "x_read", 0.60, ("thread", "process"), ">= 0.6 x limit-read"),
     "W4": ("overlap efficiency", "overlap", 0.90, ("thread", "process"), "overlap efficiency >= 0.9"),
@@ -22,13 +22,23 @@ TARGETS = {
 }
 
 
+# workload -> more workers must keep at least this share of one worker's rate (same mode, same loop)
+SCALING_TARGETS = {"W1": 0.95}
+
+
+def driver(row: Dict[str, Any]) -> str:
+    """The consumer loop a row ran: "sess.run" (every workload) or "make_callable"."""
+    return row.get("driver") or "sess.run"
+
+
 def _ok(row: Dict[str, Any]) -> bool:
     return row.get("status") == "ok" and bool(row.get("samples_per_s"))
 
 
-def _limit(rows: List[Dict[str, Any]], way: str, procs: int = 1) -> Optional[Dict[str, Any]]:
+def _limit(rows: List[Dict[str, Any]], way: str, procs: int = 1, loop: str = "sess.run") -> Optional[Dict[str, Any]]:
     for r in rows:
-        if r["way"] == way and (way != "limit-read" or r.get("procs", 1) == procs) and _ok(r):
+        if (r["way"] == way and (way != "limit-read" or r.get("procs", 1) == procs) and driver(r) == loop
+                and _ok(r)):
             return r
     return None
 
@@ -72,7 +82,9 @@ def finish(results: Dict[str, Any]) -> None:
                 continue
             s = r["samples_per_s"]
             r["mb_per_s"] = s * ROW_BYTES / 1e6
-            r["x_consumer"] = s / lc["samples_per_s"] if lc else None
+            own_lc, own_lq = _limit(rows, "limit-consumer", loop=driver(r)), _limit(rows, "limit-queue", loop=driver(r))
+            r["x_consumer"] = s / own_lc["samples_per_s"] if own_lc else None
+            r["x_queue"] = s / own_lq["samples_per_s"] if own_lq else None
             r["x_read"] = s / lr1["samples_per_s"] if lr1 else None
             r["x_read2"] = s / lr2["samples_per_s"] if lr2 else None
             if w.sleep_step and r["group"] != "limit" and lc and lr1:
@@ -81,26 +93,49 @@ def finish(results: Dict[str, Any]) -> None:
                 ideal = max(lc["step_ms"], produce / parallelism(r))
                 r["step_ms"], r["ideal_step_ms"], r["overlap"] = step, ideal, ideal / step
         what, key, target, modes, text = TARGETS[wid]
-        qp = [r for r in rows if r["group"] == "queuepipe"]
-        for r in qp:
-            if _ok(r) and r.get("mode") in modes and r.get(key) is not None:
-                r["target"] = "PASS" if r[key] >= target else "MISS"
-        judged = [r for r in qp if r.get("target")]
-        best_target = max(judged, key=lambda r: r[key]) if judged else None
-        refs = [r for r in rows if r["group"] in ("reference", "peer") and _ok(r)]
-        best_qp = max((r for r in qp if _ok(r)), key=lambda r: r["samples_per_s"], default=None)
-        beaten_by = [r["label"] for r in refs if best_qp and r["samples_per_s"] > best_qp["samples_per_s"]]
-        summary[wid] = {
-            "target": text,
-            "target_status": (best_target["target"] if best_target else "not measured"),
-            "target_value": best_target[key] if best_target else None,
-            "target_row": best_target["label"] if best_target else None,
-            "beats_references": (None if best_qp is None or not refs else not beaten_by),
-            "beaten_by": beaten_by,
-            "best_queuepipe": best_qp["label"] if best_qp else None,
-            "not_available": sorted({r.get("reason", "") for r in qp if r.get("status") == "not available"}),
-        }
+        for loop in dict.fromkeys(driver(r) for r in rows):
+            qp = [r for r in rows if r["group"] == "queuepipe" and driver(r) == loop]
+            if not qp:
+                continue
+            for r in qp:
+                if _ok(r) and r.get("mode") in modes and r.get(key) is not None:
+                    r["target"] = "PASS" if r[key] >= target else "MISS"
+            judged = [r for r in qp if r.get("target")]
+            best_target = max(judged, key=lambda r: r[key]) if judged else None
+            refs = [r for r in rows if r["group"] in ("reference", "peer") and _ok(r)]
+            best_qp = max((r for r in qp if _ok(r)), key=lambda r: r["samples_per_s"], default=None)
+            beaten_by = [r["label"] for r in refs if best_qp and r["samples_per_s"] > best_qp["samples_per_s"]]
+            summary[wid if loop == "sess.run" else f"{wid} [{loop}]"] = {
+                "workload": wid,
+                "target": text,
+                "target_status": (best_target["target"] if best_target else "not measured"),
+                "target_value": best_target[key] if best_target else None,
+                "target_row": best_target["label"] if best_target else None,
+                "beats_references": (None if best_qp is None or not refs or loop != "sess.run" else not beaten_by),
+                "beaten_by": beaten_by,
+                "best_queuepipe": best_qp["label"] if best_qp else None,
+                "not_available": sorted({r.get("reason", "") for r in qp if r.get("status") == "not available"}),
+                "scaling": _scaling(qp, SCALING_TARGETS.get(wid)),
+            }
     results["summary"] = summary
+
+
+def _scaling(qp: List[Dict[str, Any]], target: Optional[float]) -> List[str]:
+    """For each mode: every multi-worker row's rate over the one-worker row's (same loop), with
+    PASS/MISS against ``target`` (more workers must not be slower)."""
+    if target is None:
+        return []
+    out = []
+    for mode in ("thread", "process"):
+        one = next((r for r in qp if r.get("mode") == mode and r.get("workers") == 1 and _ok(r)), None)
+        if one is None:
+            continue
+        for r in qp:
+            if r.get("mode") == mode and (r.get("workers") or 1) > 1 and _ok(r):
+                ratio = r["samples_per_s"] / one["samples_per_s"]
+                r["x_one_worker"] = ratio
+                out.append(f"{mode} x{r['workers']} {ratio:.2f} x x1 {'PASS' if ratio >= target else 'MISS'}")
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -173,12 +208,18 @@ def markdown(results: Dict[str, Any], plot_path: Optional[Path] = None, md_dir: 
         lines.append(f"| {wid} | {s['target']} | {s['target_row'] or '-'} | {_x(s['target_value'])} | "
                      f"{s['target_status']} | {beats} |")
     lines.append("")
-    for wid in summary:
+    for wid, s in summary.items():
+        if s.get("scaling"):
+            lines.append(f"More workers, {wid} (target >= {SCALING_TARGETS[s['workload']]} x one worker): "
+                         + "; ".join(s["scaling"]) + ".")
+            lines.append("")
+    for wid in dict.fromkeys(s["workload"] for s in summary.values()):
         w = WORKLOADS[wid]
         rows = [r for r in results["rows"] if r["workload"] == wid]
         lines += [f"### {wid}: {w.title} (batch {w.batch})", ""]
         overlap = w.sleep_step
-        head = ["way", "samples/s", "MB/s", "x limit-consumer", "x limit-read", "x limit-read (2 proc)"]
+        head = ["way", "samples/s", "MB/s", "x limit-consumer", "x limit-queue", "x limit-read",
+                "x limit-read (2 proc)"]
         if overlap:
             head += ["step ms", "ideal ms", "overlap"]
         head += ["check", "peak RSS MB (row / worker)", "target"]
@@ -186,7 +227,7 @@ def markdown(results: Dict[str, Any], plot_path: Optional[Path] = None, md_dir: 
         for r in rows:
             if _ok(r):
                 cells = [r["label"], _rate(r["samples_per_s"]), f"{r.get('mb_per_s', 0):.0f}",
-                         _x(r.get("x_consumer")), _x(r.get("x_read")), _x(r.get("x_read2"))]
+                         _x(r.get("x_consumer")), _x(r.get("x_queue")), _x(r.get("x_read")), _x(r.get("x_read2"))]
                 if overlap:
                     cells += [_x(r.get("step_ms")), _x(r.get("ideal_step_ms")), _x(r.get("overlap"))]
                 check = (r.get("check") or "") + (" (left processes behind)" if r.get("leftover_processes") else "")
@@ -215,6 +256,8 @@ def console(results: Dict[str, Any]) -> str:
                    f"queuepipe >= every reference: {beats}")
         for reason in s["not_available"]:
             out.append(f"      not available: {reason}")
+        if s.get("scaling"):
+            out.append("      more workers: " + "; ".join(s["scaling"]))
     return "\n".join(out)
 
 

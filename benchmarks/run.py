@@ -25,6 +25,7 @@ from .workloads import WORKLOADS, Workload, calibrate_loops
 from .zygote import REPO, Runner
 
 LIMIT_PROCS = 2
+CALLABLE_WORKLOADS = ("W1",)  # workloads whose rows run again with sess.make_callable as the loop
 
 PROFILES = {
     # max_seconds caps each timed repeat; check_seconds caps the first repeat of a queuepipe row on a
@@ -47,6 +48,7 @@ def row_plan(w: Workload, workers: List[int], peers: bool) -> List[Dict[str, Any
         dict(way="limit-read", group="limit", procs=1),
         dict(way="limit-read", group="limit", procs=LIMIT_PROCS),
         dict(way="limit-consumer", group="limit"),
+        dict(way="limit-queue", group="limit"),
         dict(way="feed_dict", group="reference"),
         dict(way="tf.data", group="reference"),
         dict(way="tf.data (batches)", group="reference"),
@@ -61,6 +63,10 @@ def row_plan(w: Workload, workers: List[int], peers: bool) -> List[Dict[str, Any
     for mode in ("thread", "process"):
         for n in workers:
             rows.append(dict(way=f"queuepipe {api}", group="queuepipe", mode=mode, workers=n))
+    if w.id in CALLABLE_WORKLOADS:
+        # the same consumer loop with sess.make_callable: the limits and every queuepipe row again
+        rows += [dict(r, driver="make_callable") for r in rows
+                 if r["way"] in ("limit-consumer", "limit-queue") or r["group"] == "queuepipe"]
     if w.file == "F2":
         # how much of the compressed-read speed is ISA-L's inflate, and how much is decoding
         # outside h5py's lock: the same rows with stock zlib (not judged, not plotted)
@@ -86,6 +92,8 @@ def row_label(row: Dict[str, Any]) -> str:
         label += f" ({row['procs']} proc)"
     elif row["way"] == "tf1-native" and row.get("workers", 1) > 1:
         label += f" ({row['workers']} threads)"
+    if row.get("driver") == "make_callable":
+        label += " [make_callable]"
     return label
 
 
@@ -285,7 +293,8 @@ def run_workload(w: Workload, results: Dict[str, Any], runner: Runner, prof: Dic
             tag = f"{w.id}-{label}" + ("-again" if row.get("again") else "")
             res = runner.run(side, func, ctx, prof["timeout"], tag)
         entry = {"workload": w.id, "way": row["way"], "label": label, "group": row["group"],
-                 "mode": ctx["mode"], "workers": ctx["workers"], "procs": ctx["procs"], **res}
+                 "mode": ctx["mode"], "workers": ctx["workers"], "procs": ctx["procs"],
+                 "driver": ctx.get("driver") or "sess.run", **res}
         print("  " + report.progress_line(entry) + ("  (again)" if row.get("again") else ""), flush=True)
         if row.get("again"):
             report.merge_bracket(results["rows"], entry)

@@ -27,11 +27,12 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_quick_harness_produces_every_row(tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, QUEUEPIPE_BENCH_CACHE=str(tmp_path / "cache"), TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--no-peers", "--out", str(out)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=150)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=270)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "summary (targets: PASS/MISS)" in proc.stdout
 
@@ -42,7 +43,7 @@ def test_quick_harness_produces_every_row(tmp_path):
     labels = {(r["workload"], r["label"]): r for r in results["rows"]}
     for wid, api in (("W1", "from_hdf5"), ("W2", "from_generator"), ("W3", "from_hdf5"),
                      ("W4", "from_generator"), ("W5", "from_hdf5")):
-        for way in ("limit-read", "limit-read (2 proc)", "limit-consumer", "feed_dict", "tf.data",
+        for way in ("limit-read", "limit-read (2 proc)", "limit-consumer", "limit-queue", "feed_dict", "tf.data",
                     "tf.data (batches)"):
             row = labels[(wid, way)]
             assert row["status"] == "ok" and row["samples_per_s"] > 0, row
@@ -60,12 +61,19 @@ def test_quick_harness_produces_every_row(tmp_path):
             assert labels[(wid, peer)]["status"] == "not run"
         assert wid in results["summary"]
     assert labels[("W1", "limit-consumer")].get("bracket_samples_per_s")  # measured at both ends
+    # W1 again with sess.make_callable as the loop: its limits and queuepipe rows, judged apart
+    for way in ("limit-consumer", "limit-queue", "queuepipe from_hdf5 thread x1", "queuepipe from_hdf5 process x2"):
+        row = labels[("W1", f"{way} [make_callable]")]
+        assert row["status"] == "ok" and row["samples_per_s"] > 0, row
+    assert labels[("W1", "queuepipe from_hdf5 thread x1")]["x_queue"] > 0
+    assert "W1 [make_callable]" in results["summary"]
+    assert any(line.startswith("thread x2") for line in results["summary"]["W1"]["scaling"])
     assert labels[("W4", "feed_dict")].get("overlap") is not None
 
     table = (out / "results.md").read_text()
     for wid in ("W1", "W2", "W3", "W4", "W5"):
         assert f"### {wid}:" in table
-    assert "x limit-consumer" in table and "samples/s" in table
+    assert "x limit-consumer" in table and "x limit-queue" in table and "samples/s" in table
     assert (out / "scaling.png").stat().st_size > 1000
 
 

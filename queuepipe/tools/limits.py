@@ -304,13 +304,57 @@ def timed_steps(step: Callable[[], Any], *, seconds: float = 1.0, warmup: int = 
             return steps, now - t0
 
 
+def session_step(sess, fetch, driver: str = "sess.run") -> Callable[[], Any]:
+    """One step of a training loop: ``sess.run(fetch)`` or, with ``driver="make_callable"``,
+    a callable made once by ``sess.make_callable(fetch)`` (skips most of ``sess.run``'s
+    per-call Python: the loop a tuned TF1 program runs)."""
+    if driver == "make_callable":
+        return sess.make_callable(fetch)
+    if driver != "sess.run":
+        raise ValueError(f"driver must be 'sess.run' or 'make_callable', got {driver!r}")
+    return lambda: sess.run(fetch)
+
+
 def limit_consumer(batch: Sequence[np.ndarray], *, seconds: float = 1.0, warmup: int = 20,
-                   make_consumer: Callable = consumer_op, also_fetch: Sequence[int] = ()) -> Tuple[int, float]:
-    """(rows, seconds): ``sess.run`` of the consumer on one batch held in ``tf.Variable`` s,
-    after ``warmup`` steps, for ``seconds`` and at least 5 steps (see :func:`resident_batch`)."""
+                   make_consumer: Callable = consumer_op, also_fetch: Sequence[int] = (),
+                   driver: str = "sess.run") -> Tuple[int, float]:
+    """(rows, seconds): the consumer on one batch held in ``tf.Variable`` s, run by ``driver``
+    (:func:`session_step`), after ``warmup`` steps, for ``seconds`` and at least 5 steps (see
+    :func:`resident_batch`)."""
     with resident_batch(batch, make_consumer=make_consumer, also_fetch=also_fetch) as (sess, fetch):
-        steps, elapsed = timed_steps(lambda: sess.run(fetch), seconds=seconds, warmup=warmup)
+        steps, elapsed = timed_steps(session_step(sess, fetch, driver), seconds=seconds, warmup=warmup)
     return steps * len(batch[0]), elapsed
+
+
+def limit_queue(batches: Sequence[Sequence[np.ndarray]], *, seconds: float = 1.0, warmup: int = 20,
+                make_consumer: Callable = consumer_op, also_fetch: Sequence[int] = (),
+                driver: str = "sess.run") -> Tuple[int, float]:
+    """(rows, seconds): the consumer fed by a circulating TF1 ``FIFOQueue``, run by ``driver``.
+
+    The queue is filled once with ``batches`` (distinct ones, so a step reads memory another
+    step wrote, not one cache-hot buffer); each step dequeues a batch, and puts it back before
+    the consumer runs.  No producer and no Python besides the loop: what the queue hand-over
+    itself costs the step."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    first = batches[0]
+    graph = tf.Graph()
+    with graph.as_default():
+        queue = tf1.FIFOQueue(len(batches), [tf.as_dtype(b.dtype) for b in first],
+                              shapes=[b.shape for b in first])
+        slots = [tf1.placeholder(tf.as_dtype(b.dtype), b.shape) for b in first]
+        fill = queue.enqueue(slots)
+        values = queue.dequeue()
+        with tf.control_dependencies([queue.enqueue(values)]):
+            values = [tf.identity(v) for v in values]
+            fetch = make_consumer(values)
+        if also_fetch:
+            fetch = [fetch] + [values[i] for i in also_fetch]
+        with tf1.Session(graph=graph) as sess:
+            for b in batches:
+                sess.run(fill, dict(zip(slots, b)))
+            steps, elapsed = timed_steps(session_step(sess, fetch, driver), seconds=seconds, warmup=warmup)
+    return steps * len(first[0]), elapsed
 
 
 # --------------------------------------------------------------------------------------
