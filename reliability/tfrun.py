@@ -15,6 +15,12 @@ from .core import HANG_S, TrialContext, describe_exc
 tf1 = tf.compat.v1
 
 
+def batch_of(pipe: Any, p: Dict[str, Any]) -> Any:
+    """The trial's batch: ``pipe.staged("/cpu:0")`` when the plan says ``staged`` (staging's
+    stager, tokens and tickets under the same faults), else ``pipe.batch``."""
+    return pipe.staged("/cpu:0") if p.get("staged") else pipe.batch
+
+
 def drain(ctx: TrialContext, sess: Any, fetch: Any, *, limit_batches: int = 10 ** 9,
           probe_after_failure: bool = True, stop: Callable[[], bool] = lambda: False) -> None:
     """Run ``fetch`` until OutOfRangeError, an error, ``limit_batches`` or ``stop()``.

@@ -36,6 +36,7 @@ def plan(seed: int, quick: bool = False) -> Dict[str, Any]:
         "steps": int(rng.integers(0, 41)),
         "format": pick(rng, ["contiguous", "gzip", "lzf", "string_vlen", "compound"]),
         "file_seed": int(rng.integers(2 ** 31)),
+        "staged": bool(rng.random() < 0.3),  # drawn last: earlier seeds keep their other draws
     }
 
 
@@ -49,19 +50,19 @@ def observe(p: Dict[str, Any], prep: Dict[str, Any], ctx) -> None:
     import queuepipe
 
     from ..payloads import CounterRows
-    from ..tfrun import close_session, drain, under_running
+    from ..tfrun import batch_of, close_session, drain, under_running
     tf1 = tf.compat.v1
     obs = ctx.obs
     cap = p["batch_size"] * p["capacity_batches"]
     with tf.Graph().as_default():
         if p["source"] == "hdf5":
-            batch = queuepipe.from_hdf5(prep["path"], files.DATASETS, batch_size=p["batch_size"], mode=p["mode"],
-                                        workers=p["workers"], num_epochs=None, with_row_ids=True,
-                                        capacity=cap).batch
+            pipe = queuepipe.from_hdf5(prep["path"], files.DATASETS, batch_size=p["batch_size"], mode=p["mode"],
+                                       workers=p["workers"], num_epochs=None, with_row_ids=True, capacity=cap)
         else:
             gen = CounterRows(delay=0.002 if p["source"] == "slow" else 0.0)
-            batch = queuepipe.from_generator(gen, tf.int64, (3,), batch_size=p["batch_size"], mode=p["mode"],
-                                             workers=p["workers"], num_epochs=None, capacity=cap).batch
+            pipe = queuepipe.from_generator(gen, tf.int64, (3,), batch_size=p["batch_size"], mode=p["mode"],
+                                            workers=p["workers"], num_epochs=None, capacity=cap)
+        batch = batch_of(pipe, p)
         sess = tf1.Session()
         if p["variant"] == "running":
             def body():

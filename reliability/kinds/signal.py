@@ -50,6 +50,7 @@ def plan(seed: int, quick: bool = False) -> Dict[str, Any]:
         p["source"] = "generator"
     if p["source"] == "starved":
         p["batch_size"] = 64
+    p["staged"] = bool(rng.random() < 0.3)  # drawn last: earlier seeds keep their other draws
     if p["sender"] == "external":
         p["external"] = {"signal": "SIGINT" if variant == "sigint" else "SIGTERM",
                          "delay_s": p["delay_s"], "target": p["target"]}
@@ -70,13 +71,15 @@ def _pipeline(p: Dict[str, Any], prep: Dict[str, Any]):
     import queuepipe
 
     from ..payloads import CounterRows
+    from ..tfrun import batch_of
     if p["source"] == "hdf5":
-        return queuepipe.from_hdf5(prep["path"], files.DATASETS, batch_size=p["batch_size"], mode=p["mode"],
-                                   workers=p["workers"], num_epochs=None, with_row_ids=True).batch
+        return batch_of(queuepipe.from_hdf5(prep["path"], files.DATASETS, batch_size=p["batch_size"],
+                                            mode=p["mode"], workers=p["workers"], num_epochs=None,
+                                            with_row_ids=True), p)
     # starved: the first batch at once, then a row every 0.25 s: sess.run waits ~16 s per batch of 64
     gen = CounterRows() if p["source"] == "generator" else CounterRows(delay=0.25, fast_rows=p["batch_size"])
-    return queuepipe.from_generator(gen, tf.int64, (3,), batch_size=p["batch_size"],
-                                    mode=p["mode"], workers=p["workers"], num_epochs=None).batch
+    return batch_of(queuepipe.from_generator(gen, tf.int64, (3,), batch_size=p["batch_size"],
+                                             mode=p["mode"], workers=p["workers"], num_epochs=None), p)
 
 
 def observe(p: Dict[str, Any], prep: Dict[str, Any], ctx) -> None:
