@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import tensorflow as tf
 
@@ -143,7 +143,7 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
         run = threads_of_run.run
         ended_orderly = False
         try:
-            enqueue = sess.make_callable(self.enqueue_ops[index])
+            enqueue = inline_callable(sess, self.enqueue_ops[index])
             while not run.stop.is_set() and not (coord is not None and coord.should_stop()):
                 self.runtime.prefetch(index)
                 try:
@@ -298,6 +298,21 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
                              daemon=True)
         t.start()
         return t
+
+
+def inline_callable(sess, op) -> Callable[[], object]:
+    """``sess.make_callable(op)`` whose runs execute in the calling thread, not on TF's
+    inter-op pool (``RunOptions(inter_op_thread_pool=-1)``).
+
+    For the runner's own ops (a block's enqueue: a ``tf.cond`` and 16 chained slice
+    enqueues): on the pool, every op of them wakes an idle pool thread, and on few cores TF's
+    spinning, waking pool threads take the cores the training step and the reader need
+    (BENCHMARKS.md, "W1 against limit-queue": W1 thread x1 +6 % with ``sess.run`` and +12 %
+    with ``make_callable``, medians of 8 interleaved rounds on the 2-core VM).  The calling thread has nothing else to do meanwhile; a
+    wait in an op (a full queue) is asynchronous and holds no thread either way."""
+    run = sess.make_callable(op, accept_options=True)
+    options = tf1.RunOptions(inter_op_thread_pool=-1)
+    return lambda: run(options=options)
 
 
 def _still_open(probe) -> bool:
