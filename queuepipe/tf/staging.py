@@ -26,9 +26,10 @@ an element is there.  Hence:
 
 End of data: the host queue closes, the stager's dequeue ends, the stager closes the
 tickets (no cancel): the consumer gets every staged batch, then ``OutOfRangeError``.
-Stopping: the runner cancels tokens and tickets with its own queue, so neither the stager
-nor a consumer waits on them any more.  Staged batches left on the device at a stop are
-freed with the session.
+Stopping: the runner's watcher closes the tokens (the stager's wait for a free place ends),
+then the queue, then -- once the stager has ended -- the tickets, so neither the stager nor
+a consumer waits on them any more; if that takes over 2 s it cancels all three (as Ctrl-C
+does).  Staged batches left on the device at a stop are freed with the session.
 """
 from __future__ import annotations
 
