@@ -143,11 +143,17 @@ def run_limit_consumer(ctx: Dict[str, Any]) -> Dict[str, Any]:
     the harness reads back to check delivery -- so the ratios compare like with like
     (fetching ``y`` costs ~10 % of this step on the 2-core VM)."""
     x, y = next(iter(batches(ctx)))
+    return _limit_repeats(ctx, limit_consumer, [x, y])
+
+
+def _limit_repeats(ctx: Dict[str, Any], measure: Callable[..., Any], data: Any) -> Dict[str, Any]:
+    """``ctx["repeats"]`` runs of a consumer limit (``limit_consumer`` or ``limit_queue`` on
+    ``data``) with the workload's consumer and loop; the summary gains the step in ms."""
     reps = []
     for _ in range(ctx["repeats"]):
-        rows, secs = limit_consumer([x, y], seconds=ctx["max_seconds"], make_consumer=make_consumer(ctx),
-                                    warmup=ctx["warmup_batches"], also_fetch=(1,),
-                                    driver=ctx.get("driver") or "sess.run")
+        rows, secs = measure(data, seconds=ctx["max_seconds"], make_consumer=make_consumer(ctx),
+                             warmup=ctx["warmup_batches"], also_fetch=(1,),
+                             driver=ctx.get("driver") or "sess.run")
         reps.append({"rows": rows, "seconds": secs, "first_batch_s": None})
     out = summarize(reps)
     if out["samples_per_s"]:
@@ -165,16 +171,7 @@ def run_limit_queue(ctx: Dict[str, Any]) -> Dict[str, Any]:
     import itertools
     first = [(x.copy(), y.copy()) for x, y in itertools.islice(batches(ctx), LIMIT_QUEUE_BATCHES)]
     first = [b for b in first if len(b[1]) == ctx["batch"]] or first[:1]
-    reps = []
-    for _ in range(ctx["repeats"]):
-        rows, secs = limit_queue(first, seconds=ctx["max_seconds"], make_consumer=make_consumer(ctx),
-                                 warmup=ctx["warmup_batches"], also_fetch=(1,),
-                                 driver=ctx.get("driver") or "sess.run")
-        reps.append({"rows": rows, "seconds": secs, "first_batch_s": None})
-    out = summarize(reps)
-    if out["samples_per_s"]:
-        out["step_ms"] = 1000.0 * ctx["batch"] / out["samples_per_s"]
-    return out
+    return _limit_repeats(ctx, limit_queue, first)
 
 
 # --------------------------------------------------------------------------------------

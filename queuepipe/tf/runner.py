@@ -152,11 +152,8 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
                     ended_orderly = True
                     return
         except Exception as exc:  # noqa: BLE001
-            if coord is not None:
-                coord.request_stop(exc)
-            else:
-                with self._guard:
-                    self._errors.append(exc)
+            self._report_error(exc, coord)
+            if coord is None:
                 raise
         finally:
             with self._guard:
@@ -168,10 +165,20 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
                 except Exception:  # noqa: BLE001 - the session is closing, or the queue is closed
                     pass
 
+    def _report_error(self, exc: BaseException, coord) -> None:
+        """A thread's unexpected error: stop the coordinator with it or, without one, record it
+        in :attr:`exceptions_raised` (the caller then raises it), as TF's runner does."""
+        if coord is not None:
+            coord.request_stop(exc)
+        else:
+            with self._guard:
+                self._errors.append(exc)
+
     def _stage_loop(self, sess, coord, run: Run) -> None:
         """The stager (:mod:`.staging`): move batches from the queue onto the device until the
         queue is closed and empty (end of data: close the tickets, so the consumer gets every
-        staged batch and then ``OutOfRangeError``) or the run stops (the watcher cancels)."""
+        staged batch and then ``OutOfRangeError``) or the run stops (the watcher closes the free
+        places, or cancels after :data:`QUIET_STOP_SECONDS`)."""
         staging = self.staging
         try:
             move = sess.make_callable(staging.move_op)
@@ -181,11 +188,8 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
         except (tf.errors.OutOfRangeError, tf.errors.CancelledError):
             pass
         except Exception as exc:  # noqa: BLE001
-            if coord is not None:
-                coord.request_stop(exc)
-            else:
-                with self._guard:
-                    self._errors.append(exc)
+            self._report_error(exc, coord)
+            if coord is None:
                 raise
         finally:
             try:
