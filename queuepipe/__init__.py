@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .api import from_generator, from_hdf5, running
 from .errors import (ArgumentError, ArgumentTypeError, GraphModeError, HDF5FileNotFoundError, HDF5FilterError,
                      HDF5InputError, HDF5ReadError, HDF5SelectionError, HDF5TypeError, MissingDependencyError,
-                     QueuepipeError, SpecError, WorkerDiedError, WorkerStalledError)
+                     QueuepipeError, ResumeError, SpecError, WorkerDiedError, WorkerStalledError)
 from .workers.info import WorkerInfo, worker_info
 
 if TYPE_CHECKING:  # for annotations only: importing the TF layer here would import TensorFlow
@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 __all__ = ["from_generator", "from_hdf5", "running", "worker_info", "WorkerInfo", "Pipeline", "InputWaitHook",
            "QueuepipeError", "ArgumentError", "ArgumentTypeError", "GraphModeError", "MissingDependencyError",
            "SpecError", "WorkerDiedError", "WorkerStalledError", "HDF5InputError", "HDF5FileNotFoundError", "HDF5SelectionError",
-           "HDF5FilterError", "HDF5TypeError", "HDF5ReadError", "__version__"]
+           "HDF5FilterError", "HDF5TypeError", "HDF5ReadError", "ResumeError", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -28,7 +28,8 @@ def from_generator(generator: Any, output_types: Any, output_shapes: Any = None,
                    capacity: Optional[int] = None, allow_smaller_final_batch: bool = False,
                    dynamic_pad: bool = False, batches_per_block: Optional[int] = None,
                    name: Optional[str] = None, start_method: Optional[str] = None,
-                   overlap_epochs: bool = False, stall_timeout: Optional[float] = None) -> "Pipeline":
+                   overlap_epochs: bool = False, stall_timeout: Optional[float] = None,
+                   resumable: bool = False) -> "Pipeline":
     """Batch tensors fed from a Python generator by ``workers`` background workers.
 
     generator: a callable returning an iterator -- called once per worker (and per
@@ -65,6 +66,15 @@ def from_generator(generator: Any, output_types: Any, output_shapes: Any = None,
         None (default): never (a slow generator is not an error).
     capacity: samples buffered in the queue (rounded up to whole batches).
     mode: "thread" or "process" (a child process per worker; see README for when).
+    resumable: keep the consumer's position in the graph, in variables checkpoints save
+        with the model; a session restored from a checkpoint resumes every worker's stream
+        at the first sample not yet used (README, "Resuming").  The generator opts in:
+        it is called as ``generator(start=k)`` and must begin with sample ``k`` of this
+        worker's epoch (``queuepipe.worker_info()`` gives the worker, the epoch and its
+        seed), the same samples in the same order as before.  Needs a callable, no
+        ``shuffle`` (shuffle inside the generator, seeded from the worker's seed and the
+        epoch), and with several workers ``num_epochs=1`` (an endless generator is one
+        endless epoch) or ``overlap_epochs=True``; the same number of workers on restore.
     """
     from .build import build
     from .options import resolved_sizes
@@ -78,10 +88,16 @@ def from_generator(generator: Any, output_types: Any, output_shapes: Any = None,
                               min_after_dequeue=min_after_dequeue, seed=seed, num_epochs=num_epochs,
                               capacity=capacity, allow_smaller_final_batch=allow_smaller_final_batch,
                               batches_per_block=batches_per_block, name=name, start_method=start_method,
-                              overlap_epochs=overlap_epochs, stall_timeout=stall_timeout)
+                              overlap_epochs=overlap_epochs, stall_timeout=stall_timeout, resumable=bool(resumable))
+    ledger = None
+    if resumable:
+        _check_resumable_generator(generator, options)
+        from .workers.resume import StreamLedger
+        ledger = StreamLedger(workers)
     _, np_types = tf_dtypes_of(output_types)
     spec = Spec.build(np_types, output_shapes, dynamic_pad=dynamic_pad)
-    source = GeneratorSource(generator, spec, yields=yields, num_epochs=num_epochs, chunk_rows=batch_size)
+    source = GeneratorSource(generator, spec, yields=yields, num_epochs=num_epochs, chunk_rows=batch_size,
+                             ledger=ledger)
     if source.shared is not None:
         if num_epochs != 1:
             raise ArgumentError("an iterator object can only be run once (num_epochs=1); pass a callable "
@@ -102,7 +118,7 @@ def from_hdf5(files: Any, datasets: Any, *, rows: Any = None, batch_size: int, w
               capacity: Optional[int] = None, allow_smaller_final_batch: bool = False,
               batches_per_block: Optional[int] = None, name: Optional[str] = None,
               start_method: Optional[str] = None, overlap_epochs: bool = False,
-              stall_timeout: Optional[float] = None) -> "Pipeline":
+              stall_timeout: Optional[float] = None, resumable: bool = False) -> "Pipeline":
     """Batch tensors of selected rows of HDF5 datasets, read by ``workers`` background workers.
 
     files: a path, a glob pattern (matches sorted by name) or a list of them.  Several
@@ -159,6 +175,15 @@ def from_hdf5(files: Any, datasets: Any, *, rows: Any = None, batch_size: int, w
         or its subfolders, else building fails naming the file, the dataset and the
         target: an HDF5 file names those files by any path, so an untrusted file could
         otherwise make the pipeline deliver the bytes of any file this process can read.
+    resumable: keep the consumer's position -- epoch, seed, which rows every step used --
+        in graph variables that checkpoints (``tf.compat.v1.train.Saver``,
+        ``MonitoredTrainingSession``) save with the model.  A session restored from a
+        checkpoint delivers exactly the rows that checkpoint's steps had not used, in the
+        order the interrupted run would have used (same seed; same workers for the same
+        order -- another number of workers still delivers each remaining row once), then
+        the following epochs as the uninterrupted run would have.  Costs 2 bits per
+        selected row in the checkpoint and one small scatter per step; not with
+        ``overlap_epochs``, and ``map_fn`` must keep every row (README, "Resuming").
 
     Files and datasets are checked here, before any worker starts: a missing, empty,
     truncated or non-HDF5 file, a missing dataset or dangling link, a scalar or 0-row
@@ -172,7 +197,11 @@ def from_hdf5(files: Any, datasets: Any, *, rows: Any = None, batch_size: int, w
                               min_after_dequeue=min_after_dequeue, seed=seed, num_epochs=num_epochs,
                               capacity=capacity, allow_smaller_final_batch=allow_smaller_final_batch,
                               batches_per_block=batches_per_block, name=name, start_method=start_method,
-                              overlap_epochs=overlap_epochs, stall_timeout=stall_timeout)
+                              overlap_epochs=overlap_epochs, stall_timeout=stall_timeout, resumable=bool(resumable))
+    if resumable and overlap_epochs:
+        raise ArgumentError("resumable=True needs epochs in order (overlap_epochs=False): with overlapping "
+                            "epochs a worker may run several epochs ahead, and the position would have to "
+                            "remember every one of them")
     if map_fn is None and (output_types is not None or output_shapes is not None or map_per_sample):
         raise ArgumentError("output_types / output_shapes / map_per_sample describe map_fn's results; "
                             "without map_fn the batch structure comes from the datasets")
@@ -232,6 +261,37 @@ def running(sess: "tf.compat.v1.Session", *, coord: Optional["tf.compat.v1.train
     """
     from .tf.session import running as start
     return start(sess, coord=coord, stop_grace_period_secs=stop_grace_period_secs)
+
+
+def _check_resumable_generator(generator: Any, options: PipelineOptions) -> None:
+    """Refuse, at build time, a resumable generator pipeline whose position could not be kept."""
+    import inspect
+    if not callable(generator) or hasattr(generator, "__next__"):
+        raise ArgumentError("resumable=True needs a callable that returns a new iterator (e.g. obj.generate_data), "
+                            "called as generator(start=k) to begin with sample k; an iterator object cannot restart")
+    name = getattr(generator, "__qualname__", None) or type(generator).__name__
+    try:
+        params = inspect.signature(generator).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_start = "start" in params and params["start"].kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    if not takes_start and not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        raise ArgumentError(
+            f"resumable=True: the generator {name} must accept a `start` argument: queuepipe calls it as "
+            f"generator(start=k) when a checkpoint's steps already used k samples of this worker's epoch, and "
+            f"it must then begin with sample k (same samples, same order as before; worker_info() gives the "
+            f"worker, epoch and seed). Add `start=0` to its parameters and skip or seek to it")
+    if options.shuffle:
+        raise ArgumentError("resumable=True with from_generator needs shuffle=False: a restarted generator begins "
+                            "at a sample count, which a shuffle buffer would scramble. Shuffle inside the generator, "
+                            "seeded from queuepipe.worker_info().seed and .epoch, so the order can be replayed")
+    if options.workers > 1 and not options.overlap_epochs and options.num_epochs != 1:
+        raise ArgumentError(
+            f"resumable=True with {options.workers} generator workers and num_epochs={options.num_epochs}: at each "
+            f"epoch's end the workers' leftover rows are merged and re-cut into batches, so a worker's count of "
+            f"used samples would no longer say which ones were used. Use num_epochs=1 (the default; an endless "
+            f"generator is one endless epoch), overlap_epochs=True, or one worker")
 
 
 def _check_shard(shard: Any) -> Optional[Tuple[int, int]]:

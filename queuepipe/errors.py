@@ -23,6 +23,8 @@ class                        also a              raised when
 ``HDF5FilterError``          ValueError          a dataset needs a filter this process cannot decode
 ``HDF5TypeError``            TypeError           a dtype TensorFlow cannot take, or a bad ``shard=``
 ``HDF5ReadError``            OSError             a read failed while running (corrupt chunk, short file)
+``ResumeError``              RuntimeError        a resumable pipeline cannot start from the session's
+                                                 position (not initialised, or saved for other data)
 ===========================  ==================  ==================================================
 
 The user's own exceptions (from a generator or ``map_fn``) are passed through: the
@@ -103,6 +105,10 @@ class HDF5FilterError(HDF5InputError):
 
 class HDF5ReadError(QueuepipeError, OSError):
     """A read failed while the pipeline ran (corrupt chunk, file changed or vanished)."""
+
+
+class ResumeError(QueuepipeError, RuntimeError):
+    """A resumable pipeline cannot start from the position its session holds."""
 
 
 class RemoteTraceback(Exception):

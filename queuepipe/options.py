@@ -52,6 +52,7 @@ class PipelineOptions:
     start_method: Optional[str] = None
     overlap_epochs: bool = False
     stall_timeout: Optional[float] = None
+    resumable: bool = False
 
     def __post_init__(self) -> None:
         positive_int("batch_size", self.batch_size)

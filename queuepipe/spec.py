@@ -124,6 +124,11 @@ class Spec:
             return cls("tuple", fields)
         return cls("single", [one("output", dtypes, shapes)])
 
+    def with_field(self, field: Field) -> "Spec":
+        """This spec with ``field`` appended: a field of the data path the user never sees (a
+        resumable pipeline's position labels).  :meth:`pack` still takes the user's leaves."""
+        return Spec(self.kind, self.fields + (field,), self.keys)
+
     @property
     def names(self) -> List[str]:
         return [f.name for f in self.fields]

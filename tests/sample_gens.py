@@ -382,3 +382,11 @@ class StallsAfter:
         for i in range(self.n):
             yield i
         time.sleep(self.seconds)
+
+
+def resumable_counting(start=0):
+    """A resumable generator (``from_generator(..., resumable=True)``): sample ``i`` of a
+    worker's epoch is ``index * 100000 + epoch * 1000 + i``, 200 per epoch, from ``start``."""
+    info = queuepipe.worker_info()
+    for i in range(start, 200):
+        yield info.index * 100_000 + info.epoch * 1000 + i

@@ -206,7 +206,7 @@ print("GOT", got)
     assert "GOT [0, 1, 2, 3, 4, 5, 6]" in proc.stdout, describe(proc)
     placed = proc.stdout + proc.stderr
     for op in ("put: (Stage)", "get: (Unstage)"):
-        lines = [ln for ln in placed.splitlines() if ln.startswith("queuepipe_0/staging/") and op in ln]
+        lines = [ln for ln in placed.splitlines() if ln.startswith("queuepipe/staging/") and op in ln]
         assert lines and all("device:CPU:1" in ln for ln in lines), (op, lines, describe(proc))
 
 

@@ -16,6 +16,8 @@ import numpy as np
 from ..errors import ArgumentError, ArgumentTypeError
 from ..spec import Spec
 from ..workers.buffers import BlockAllocator, aligned_block
+from ..workers.info import worker_info
+from ..workers.resume import ResumePoint, StreamLedger
 
 
 def _detached(sample: Any) -> Any:
@@ -65,10 +67,15 @@ class GeneratorSource:
     ``yields`` is ``"samples"`` (each item one sample) or ``"blocks"`` (each item a
     structure of arrays with a leading row dimension -- the fast path).
     ``num_epochs`` None repeats forever (a callable is called again per epoch).
+    ``ledger``: set for a resumable pipeline: the callable is called as ``generator(start=k)``
+    (``k`` samples of this worker's epoch were used already: it must begin with sample
+    ``k``), and every chunk ends with a column of position labels
+    (:class:`~queuepipe.workers.resume.StreamLedger`).
     """
 
     def __init__(self, generator: Any, spec: Spec, *, yields: str = "samples",
-                 num_epochs: Optional[int] = 1, chunk_rows: int = 128, time_budget: float = 0.05):
+                 num_epochs: Optional[int] = 1, chunk_rows: int = 128, time_budget: float = 0.05,
+                 ledger: Optional[StreamLedger] = None):
         if yields not in ("samples", "blocks"):
             raise ArgumentError(f"yields must be 'samples' or 'blocks', got {yields!r}")
         self.spec = spec
@@ -76,6 +83,7 @@ class GeneratorSource:
         self.num_epochs = num_epochs
         self.chunk_rows = chunk_rows
         self.time_budget = time_budget
+        self.ledger = ledger
         if callable(generator) and not hasattr(generator, "__next__"):
             self.factory: Optional[Callable[[], Any]] = generator
             self.shared: Optional[SharedIterator] = None
@@ -87,32 +95,51 @@ class GeneratorSource:
                             f"or an iterator object, got {type(generator).__name__}")
 
     def chunks(self, where: str, on_epoch: Callable[[int], None],
-               allocate: BlockAllocator = aligned_block) -> Iterator[List[np.ndarray]]:
+               allocate: BlockAllocator = aligned_block, resume: Optional[ResumePoint] = None,
+               remaining: Any = None) -> Iterator[List[np.ndarray]]:
         """Column chunks for one worker (:meth:`queuepipe.sources.Source.chunks`).
 
         The worker's spec is locked to its first data's unknown dims, for all its epochs.
         ``allocate`` is not used: converted samples are new arrays already, which the
-        batcher copies into the worker's blocks."""
+        batcher copies into the worker's blocks.  Resumed, the worker's generator starts
+        where ``resume.starts`` says for it (``remaining`` is for HDF5 sources)."""
         spec = self.spec
-        for kind, raw, label in self._raw_chunks(where, on_epoch):
+        info = worker_info()
+        index = info.index if info is not None else 0
+        first_epoch, start = resume.starts[index] if resume is not None and resume.starts else (0, 0)
+        epoch, row = first_epoch, start
+        for kind, raw, label, chunk_epoch in self._raw_chunks(where, on_epoch, first_epoch, start):
             if kind == "block":
                 cols = spec.columns_from_block(raw, label)
             else:
                 cols = spec.columns_from_samples(raw, label)
             spec = spec.locked(cols)
+            if self.ledger is not None:
+                if chunk_epoch != epoch:
+                    epoch, row = chunk_epoch, 0
+                n = len(cols[0])
+                cols = list(cols) + [self.ledger.labels(index, epoch, row, n)]
+                row += n
             yield cols
 
-    def _raw_chunks(self, where: str, on_epoch: Callable[[int], None]) -> Iterator[Tuple[str, Any, str]]:
-        """("block", one yielded block, label) or ("samples", a list of samples, label), unconverted."""
+    def _raw_chunks(self, where: str, on_epoch: Callable[[int], None], first_epoch: int = 0,
+                    start: int = 0) -> Iterator[Tuple[str, Any, str, int]]:
+        """("block", one yielded block, label, epoch) or ("samples", a list of samples, label,
+        epoch), unconverted."""
         if self.shared is not None:
-            yield from self._shared_raw(where)
+            for kind, raw, label in self._shared_raw(where):
+                yield kind, raw, label, 0
             return
-        epoch = 0
+        epoch = first_epoch
         while self.num_epochs is None or epoch < self.num_epochs:
             on_epoch(epoch)
-            iterator = iter(self.factory())
+            if self.ledger is not None:
+                iterator = iter(self.factory(start=start if epoch == first_epoch else 0))
+            else:
+                iterator = iter(self.factory())
             try:
-                yield from self._iterator_raw(iterator, f"{where}, epoch {epoch}")
+                for kind, raw, label in self._iterator_raw(iterator, f"{where}, epoch {epoch}"):
+                    yield kind, raw, label, epoch
             finally:
                 close = getattr(iterator, "close", None)
                 if close is not None:

@@ -11,8 +11,7 @@ is never mistaken for the end of data.  The gate costs two cheap ops per step
 """
 from __future__ import annotations
 
-import itertools
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -24,11 +23,14 @@ from ..spec import Spec
 from .compat import quiet_deprecations
 from .consumer_stats import ConsumerStats, step_started
 from .monitoring import add_summaries
+from .position import InputPosition
 from .runner import PipelineQueueRunner
 
 tf1 = tf.compat.v1
 
-_names = itertools.count()
+
+# a resumable pipeline's (ledger, seed, fingerprint): see :class:`.position.InputPosition`
+PositionPlan = Tuple[Any, int, int]
 
 
 class Pipeline:
@@ -42,7 +44,8 @@ class Pipeline:
 
     def __init__(self, batch: Any, queue, runner: PipelineQueueRunner, runtime: PipelineRuntime,
                  spec: Spec, batch_size: int, name: str, *, stats: ConsumerStats,
-                 allow_smaller_final_batch: bool, capacity_batches: int):
+                 allow_smaller_final_batch: bool, capacity_batches: int,
+                 position: Optional[InputPosition] = None):
         self.batch = batch
         self.queue = queue
         self.runner = runner
@@ -53,7 +56,19 @@ class Pipeline:
         self.stats = stats
         self.allow_smaller_final_batch = allow_smaller_final_batch
         self.capacity_batches = capacity_batches
+        self.position = position
         self.staging = None
+
+    @property
+    def resumable(self) -> bool:
+        """Whether the consumer's position is kept in checkpoints (``resumable=True``)."""
+        return self.position is not None
+
+    @property
+    def position_variables(self) -> List[Any]:
+        """The global variables holding the consumer's input position (empty unless resumable):
+        a ``Saver`` given an explicit ``var_list`` must include them to resume the input."""
+        return self.position.variables if self.position is not None else []
 
     def staged(self, device: Optional[str] = None, depth: int = 1) -> Any:
         """The batch, copied onto ``device`` ahead of the step that uses it (same structure as
@@ -214,11 +229,17 @@ def _enqueue_block(queue, columns, errors, batch_size: int, batches_per_block: i
 
 def build_pipeline(runtime: PipelineRuntime, spec: Spec, output_types: Any, *, batch_size: int,
                    capacity_batches: int, batches_per_block: int, allow_smaller_final_batch: bool,
-                   name: Optional[str] = None) -> Pipeline:
-    """Add queue, enqueue ops, runner and gated dequeue for ``runtime`` to the default graph."""
+                   name: Optional[str] = None, position: Optional[PositionPlan] = None) -> Pipeline:
+    """Add queue, enqueue ops, runner and gated dequeue for ``runtime`` to the default graph.
+
+    ``spec`` is the user's structure; ``runtime.spec`` the data path's, which for a resumable
+    pipeline (``position``: its ledger, seed and fingerprint) ends with the position labels."""
     flat_types, _ = tf_dtypes_of(output_types)
-    name = name or f"queuepipe_{next(_names)}"
-    all_types = list(flat_types) + [tf.string]
+    # unique within the graph, and the same whenever a program builds its graph again: a
+    # resumable pipeline's position variables are found in a checkpoint by this name
+    name = name or tf1.get_default_graph().unique_name("queuepipe", mark_as_used=False)
+    data_spec = runtime.spec
+    all_types = list(flat_types) + ([tf.int64] if position is not None else []) + [tf.string]
     with quiet_deprecations(), tf1.name_scope(name):
         queue = tf1.FIFOQueue(capacity_batches, all_types, name="batches")
         enqueue_ops = []
@@ -228,7 +249,7 @@ def build_pipeline(runtime: PipelineRuntime, spec: Spec, output_types: Any, *, b
                 errors = outs[-1]
                 errors.set_shape([None])
                 columns = list(outs[:-1])
-                for field, t in zip(spec.fields, columns):
+                for field, t in zip(data_spec.fields, columns):
                     if field.shape is not None:
                         t.set_shape([None] + list(field.shape))
                 enqueue_ops.append(_enqueue_block(queue, columns, errors, batch_size, batches_per_block))
@@ -236,22 +257,29 @@ def build_pipeline(runtime: PipelineRuntime, spec: Spec, output_types: Any, *, b
             outs = tf1.numpy_function(FailurePull(runtime), [], all_types, name="pull")
             failure_op = queue.enqueue(list(outs[:-1]) + [outs[-1][0]], name="enqueue")
         stats = ConsumerStats(queue.queue_ref)
+        tracked = None if position is None else InputPosition(*position, queue.queue_ref, name)
         runner = PipelineQueueRunner(runtime, queue, enqueue_ops, name, queue_size=queue.size(name="size"),
                                      failure_op=failure_op, reset_op=stats.reset_op, stats_value=stats.value,
                                      close_op=close_if_open(queue, "close"), drain_op=queue.dequeue(name="drain"),
                                      capacity_batches=capacity_batches)
+        runner.position = tracked
         tf1.train.add_queue_runner(runner)
 
         with tf1.name_scope("dequeue"):
             started = step_started()
             items = queue.dequeue(name="batch")
-            data, error = items[:-1], items[-1]
+            data, error = items[:len(flat_types)], items[-1]
             gate = error_gate(error, runtime)
             recorded = stats.record(started, items, rows=tf.shape(data[0])[0])
-            outputs = batch_outputs(data, [gate, recorded], spec, batch_size, allow_smaller_final_batch)
+            after = [gate, recorded]
+            if tracked is not None:  # after the gate: a poison element is no row of data
+                with tf.control_dependencies([gate]):
+                    after.append(tracked.record(items[len(flat_types)]))
+            outputs = batch_outputs(data, after, spec, batch_size, allow_smaller_final_batch)
     batch = spec.pack(outputs)
     pipeline = Pipeline(batch, queue, runner, runtime, spec, batch_size, name, stats=stats,
-                        allow_smaller_final_batch=allow_smaller_final_batch, capacity_batches=capacity_batches)
+                        allow_smaller_final_batch=allow_smaller_final_batch, capacity_batches=capacity_batches,
+                        position=tracked)
     with quiet_deprecations():
         add_summaries(pipeline)
     return pipeline

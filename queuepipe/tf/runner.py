@@ -73,6 +73,7 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
         self.drain_op = drain_op
         self.capacity_batches = capacity_batches
         self.staging = None  # a pipeline's Staging, once ``Pipeline.staged()`` made one
+        self.position = None  # a resumable pipeline's InputPosition: read when a run starts
         self.reset_at: Optional[float] = None  # time.monotonic() when the current run zeroed its statistics
         self.runs_reset = 0
         self._guard = threading.Lock()
@@ -99,10 +100,11 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
         with self._guard:
             if self._active is not None and self._active.sess is sess and self._active.alive > 0:
                 return []  # already running for this session
+            resume = self.position.resume_point(sess) if self.position is not None else None
             if self.reset_op is not None:
                 sess.run(self.reset_op)
                 self.reset_at, self.runs_reset = time.monotonic(), self.runs_reset + 1
-            run = self.runtime.start_run()
+            run = self.runtime.start_run(resume)
             threads_of_run = _RunThreads(sess, run, len(self.enqueue_ops))
             self._active = threads_of_run
         prefix = f"{THREAD_PREFIX}-{self.pipeline_name}"

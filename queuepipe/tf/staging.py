@@ -63,7 +63,9 @@ class Staging:
         self.device = device
         self.depth = depth
         queue = pipeline.queue
-        dtypes = list(queue.dtypes[:-1])
+        n_fields = len(pipeline.spec.fields)
+        dtypes = list(queue.dtypes[:n_fields])  # the user's fields (not a resumable pipeline's labels)
+        position = pipeline.position
         if (_device_type(device) or "").upper() == "GPU":
             strings = [f.name for f, d in zip(pipeline.spec.fields, dtypes) if d == tf.string]
             if strings:
@@ -75,7 +77,10 @@ class Staging:
         with quiet_deprecations(), tf1.name_scope(f"{pipeline.name}/staging"):
             with tf1.colocate_with(queue.queue_ref):
                 tokens = tf1.FIFOQueue(depth, [tf.int32], shapes=[[]], name="tokens")
-                tickets = tf1.FIFOQueue(depth + 1, [tf.string, tf.int32], shapes=[[], []], name="tickets")
+                if position is None:
+                    tickets = tf1.FIFOQueue(depth + 1, [tf.string, tf.int32], shapes=[[], []], name="tickets")
+                else:  # the position labels stay on the host, with the ticket
+                    tickets = tf1.FIFOQueue(depth + 1, [tf.string, tf.int32, tf.int64], name="tickets")
                 self.fill_op = tokens.enqueue_many([tf.zeros([depth], tf.int32)], name="fill")
                 self.close_op = close_if_open(tickets, "close")
                 self.close_tokens_op = close_if_open(tokens, "close_tokens")
@@ -92,7 +97,8 @@ class Staging:
                 token = tokens.dequeue(name="free_place")
                 with tf.control_dependencies([token]):
                     items = queue.dequeue(name="batch")
-                data, error = list(items[:-1]), items[-1]
+                data, error = list(items[:n_fields]), items[-1]
+                labels = [items[n_fields]] if position is not None else []
 
                 def put():
                     with tf.device(device):
@@ -106,21 +112,25 @@ class Staging:
 
                 done = tf.cond(tf.equal(error, ""), put, give_back, name="staged")
                 with tf.control_dependencies([done]):
-                    self.move_op = tickets.enqueue([error, tf.shape(data[0], out_type=tf.int32)[0]],
+                    self.move_op = tickets.enqueue([error, tf.shape(data[0], out_type=tf.int32)[0]] + labels,
                                                    name="ticket")
 
             # The consumer: a ticket, the error gate, give the place back, take the batch.
             with tf1.name_scope("dequeue"):
                 started = step_started()
-                error, rows = tickets.dequeue(name="ticket")
+                ticket = tickets.dequeue(name="ticket")
+                error, rows = ticket[0], ticket[1]
                 gate = error_gate(error, pipeline.runtime)
                 with tf.control_dependencies([gate]):
                     given_back = tokens.enqueue(tf.constant(0), name="give_back")
                 with tf.control_dependencies([given_back]), tf.device(device):
                     values = tf.raw_ops.Unstage(dtypes=dtypes, name="get", **area_args)
-                recorded = pipeline.stats.record(started, [error, rows], rows)
+                recorded = [pipeline.stats.record(started, [error, rows], rows)]
+                if position is not None:  # after the gate: a poison element is no row of data
+                    with tf.control_dependencies([gate]):
+                        recorded.append(position.record(ticket[2]))
                 with tf.device(device):
-                    outputs = batch_outputs(values, [recorded], pipeline.spec, pipeline.batch_size,
+                    outputs = batch_outputs(values, recorded, pipeline.spec, pipeline.batch_size,
                                             pipeline.allow_smaller_final_batch)
         self.stage_op = made["stage"]
         self.unstage_op = values[0].op if values else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Deque, Iterable, Iterator, List, Optional, Union
+from typing import Callable, Collection, Deque, Iterable, Iterator, List, Optional, Union
 
 import numpy as np
 
@@ -31,6 +31,7 @@ class NewEpoch:
 
 
 Chunk = Union[List[np.ndarray], NewEpoch]
+EpochRng = Callable[[int], np.random.Generator]  # epoch -> the shuffle stream of that epoch
 
 
 def _pad_rows(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -220,21 +221,34 @@ class Batcher:
     with ``epoch_tails`` (several workers: leftovers are merged across workers,
     :mod:`.delivery`), become the epoch's ``tail``.  The last block is always the final
     tail.  Every block carries its epoch.
+
+    Resuming (:mod:`.resume`) adds three things.  ``epoch_rng``: each epoch draws from its
+    own stream (``epoch_rng(e)``, taken at the epoch's marker), so the order of epoch ``e``
+    never depends on the epochs before it and a restarted worker can recompute it.
+    ``first_epoch``: the epoch of the first chunk (no marker comes before it).
+    ``ordered_epochs``: epochs whose chunks already come in their final order (a resumed
+    epoch's remaining rows): they are cut into batches as they are, never shuffled.
     """
 
     def __init__(self, spec: Spec, batch_size: int, batches_per_block: int,
                  shuffle_rows: int = 0, rng: Optional[np.random.Generator] = None,
                  time_budget: float = 0.05, allocate: BlockAllocator = aligned_block,
-                 epoch_tails: bool = False):
+                 epoch_tails: bool = False, epoch_rng: Optional[EpochRng] = None,
+                 first_epoch: int = 0, ordered_epochs: Collection[int] = ()):
         self.spec = spec
         self.batch_size = batch_size
         self.batches_per_block = 1 if spec.any_padded else max(1, batches_per_block)
         self.allocate = allocate
         self.shuffle_rows = shuffle_rows
-        self.rng = rng if rng is not None else np.random.default_rng()
+        self.epoch_rng = epoch_rng
+        if rng is None:
+            rng = epoch_rng(first_epoch) if epoch_rng is not None else np.random.default_rng()
+        self.rng = rng
         self.time_budget = time_budget
         self.epoch_tails = epoch_tails
-        self.epoch = 0  # the epoch of the rows being batched
+        self.epoch = first_epoch  # the epoch of the rows being batched
+        self.ordered_epochs = frozenset(ordered_epochs)
+        self.carried_in: Optional[List[np.ndarray]] = None  # rows heading the first batch (a simulation's stand-ins)
 
     def blocks(self, chunks: Iterable[Chunk]) -> Iterator[Block]:
         """Blocks of whole batches, each labelled with its rows' epoch, ending with a tail."""
@@ -279,6 +293,9 @@ class Batcher:
         B, per_block, reserve = self.batch_size, self.batches_per_block, self.shuffle_rows
         pool = _ShuffleBuffer(self.rng, capacity=reserve + B)  # it never holds more: no growth copies
         carried = _RowStore()  # an ended epoch's last rows (< B): the head of the next batch
+        if self.carried_in is not None:               # (or, in an ordered epoch, every row so far)
+            carried.add(self.carried_in)
+        ordered = self.epoch in self.ordered_epochs
         dest: Optional[List[np.ndarray]] = None
         drawn = 0
         started = time.monotonic()
@@ -286,12 +303,13 @@ class Batcher:
         def draw_batch():
             nonlocal dest, drawn
             if dest is None:
-                dest = self._new_dest(pool, per_block * B)
+                dest = self._new_dest(carried if pool.rows == 0 else pool, per_block * B)
             batch = [d[drawn * B:(drawn + 1) * B] for d in dest]
-            k = carried.rows
+            k = min(carried.rows, B)
             if k:
                 carried.take_into(batch, k)
-            pool.take_into([d[k:] for d in batch], B - k)
+            if k < B:
+                pool.take_into([d[k:] for d in batch], B - k)
             drawn += 1
 
         def take_block() -> Block:
@@ -319,6 +337,18 @@ class Batcher:
                 if self.epoch_tails:
                     yield self._tail(carried)
                 self.epoch = cols.epoch
+                ordered = self.epoch in self.ordered_epochs
+                if self.epoch_rng is not None:
+                    self.rng = pool.rng = self.epoch_rng(self.epoch)
+                continue
+            if ordered:  # rows already in their final order: whole batches as they come
+                carried.add(cols)
+                while carried.rows >= B:
+                    draw_batch()
+                    if drawn == per_block:
+                        yield take_block()
+                if drawn and time.monotonic() - started > self.time_budget:
+                    yield take_block()
                 continue
             n, pos = len(cols[0]), 0
             while pos < n:

@@ -57,5 +57,6 @@ class Block:
     tail: bool = False
     error: Optional[str] = None
     epoch: int = 0
+    merged: bool = False  # made by merging workers' leftovers (delivery.py), not by one worker
 
 

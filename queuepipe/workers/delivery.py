@@ -25,6 +25,12 @@ reaches the queue behind it but more poison.
 
 Only the very last batch of a run can be short (with ``allow_smaller``; without it
 those rows are dropped and counted in ``dropped_rows``).
+
+*Merged last* (``merged_last=True``, resumable generator pipelines): the merged leftovers
+of an epoch go only once every worker's own blocks of that epoch are in the queue.  Then
+each worker's rows reach the consumer in the worker's own order (its blocks, then its
+leftovers), which a resumed generator relies on (:mod:`.resume`).  Without it the merged
+tails -- delivered by whichever worker asks first -- may overtake a worker's last blocks.
 """
 from __future__ import annotations
 
@@ -53,9 +59,12 @@ class Delivery:
     """
 
     def __init__(self, spec: Spec, workers: int, batch_size: int, allow_smaller: bool,
-                 split: Callable[[Block], List[Block]]):
-        """``split``: cuts a merged block into the shapes the enqueue op takes."""
+                 split: Callable[[Block], List[Block]], merged_last: bool = False):
+        """``split``: cuts a merged block into the shapes the enqueue op takes; ``merged_last``:
+        see the module doc."""
         self.spec = spec
+        self.merged_last = merged_last
+        self.own_outstanding: Dict[int, int] = defaultdict(int)  # epoch -> workers' own blocks not yet confirmed
         self.split = split
         self.batch_size = batch_size
         self.allow_smaller = allow_smaller
@@ -86,6 +95,7 @@ class Delivery:
         else:
             self.passed[i] = max(self.passed[i], epoch)
             self.outstanding[epoch] += 1
+            self.own_outstanding[epoch] += 1
             self.pending[i].append(block)
         self._settle()
 
@@ -101,6 +111,8 @@ class Delivery:
         if block is None or block.error is not None:
             return
         self.outstanding[block.epoch] -= 1
+        if not block.merged:
+            self.own_outstanding[block.epoch] -= 1
         if block is self.carrier:
             self.carrier = None
         self._settle()
@@ -126,6 +138,8 @@ class Delivery:
     # -- the rules --------------------------------------------------------------------------------
     def _may_go(self, block: Block) -> bool:
         # while the block carrying older rows is on its way, every other block's rows are newer
+        if self.merged_last and block.merged and self.own_outstanding[block.epoch] > 0:
+            return False
         return block.epoch <= self.open and self.carrier is None
 
     def _with_carry(self, block: Block) -> Block:
@@ -196,5 +210,6 @@ class Delivery:
         for block in blocks:
             for piece in self.split(block):
                 piece.epoch = epoch
+                piece.merged = True
                 self.outstanding[epoch] += 1
                 self.shared.append(piece)

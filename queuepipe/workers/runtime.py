@@ -21,6 +21,7 @@ import numpy as np
 
 from .buffers import Block
 from .delivery import Delivery
+from .resume import ResumePoint
 from ..errors import EndOfStream, FailureSignal, WorkerFailure, WorkerStalledError, worker_label
 from ..spec import Spec
 
@@ -56,7 +57,8 @@ class Run:
         self.answers: List[object] = [_UNANSWERED] * len(backends)
 
 
-BackendFactory = Callable[[int, threading.Event], WorkerBackend]
+# (worker index, the run's stop event, where a resumable pipeline's run starts or None) -> backend
+BackendFactory = Callable[[int, threading.Event, Optional[ResumePoint]], WorkerBackend]
 
 WAIT_SLICE = 0.05  # how long a wait for another worker sleeps before it looks at the stop event again
 
@@ -66,8 +68,11 @@ class PipelineRuntime:
 
     def __init__(self, spec: Spec, workers: int, batch_size: int, allow_smaller: bool,
                  make_backend: BackendFactory, mode: str, batches_per_block: int = 1,
-                 stall_timeout: Optional[float] = None):
+                 stall_timeout: Optional[float] = None, merged_last: bool = False):
+        """``merged_last``: merged leftovers of an epoch go only after every other block of that
+        epoch (see :class:`~.delivery.Delivery`; a generator pipeline's resume ledger needs it)."""
         self.spec = spec
+        self.merged_last = merged_last
         self.batches_per_block = batches_per_block
         self.workers = workers
         self.batch_size = batch_size
@@ -84,8 +89,9 @@ class PipelineRuntime:
         self.runs_started = 0
 
     # -- lifecycle -------------------------------------------------------------------
-    def start_run(self) -> Run:
-        """Begin a new run (new generator instances / child processes), ending the previous one."""
+    def start_run(self, resume: Optional[ResumePoint] = None) -> Run:
+        """Begin a new run (new generator instances / child processes), ending the previous one;
+        ``resume``: where it starts (a resumable pipeline restored from a checkpoint)."""
         self.end_run()
         with self._lock:
             self.failure, self._poison = None, None
@@ -93,12 +99,13 @@ class PipelineRuntime:
             backends = []
             try:
                 for i in range(self.workers):
-                    backends.append(self._make_backend(i, stop))
+                    backends.append(self._make_backend(i, stop, resume))
             except BaseException:
                 for b in backends:
                     b.close()
                 raise
-            delivery = Delivery(self.spec, self.workers, self.batch_size, self.allow_smaller, self._split)
+            delivery = Delivery(self.spec, self.workers, self.batch_size, self.allow_smaller, self._split,
+                                merged_last=self.merged_last)
             self._run = Run(backends, delivery, stop)
             self.runs_started += 1
             return self._run

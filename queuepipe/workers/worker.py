@@ -11,7 +11,7 @@ import dataclasses
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Iterator, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Optional
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from ..spec import Spec
 from . import info as wi
 from .batching import Batcher, Chunk, NewEpoch
 from .buffers import Block, BlockAllocator, aligned_block
+from .resume import ResumePoint, epoch_order
 
 if TYPE_CHECKING:  # the type only: sources import this package's buffers, not the reverse
     from ..sources import Source
@@ -36,8 +37,11 @@ class WorkerLoop:
 
     def __init__(self, source: Source, batcher: Batcher, info: wi.WorkerInfo,
                  allocate: BlockAllocator = aligned_block, epochs_in_order: bool = True,
-                 stop: Optional[threading.Event] = None):
+                 stop: Optional[threading.Event] = None, resume: Optional[ResumePoint] = None,
+                 remaining: Optional[Dict[int, np.ndarray]] = None):
         self.info = info
+        self._resume = resume
+        self._remaining = remaining
         self._source = source
         self._batcher = batcher
         self._allocate = allocate
@@ -67,7 +71,11 @@ class WorkerLoop:
         with wi.acting_as(self.info), wi.tracking(progress):
             try:
                 if self._blocks is None:
-                    chunks = self._source.chunks(self.where, self._on_epoch, self._allocate)
+                    if self._resume is not None:
+                        chunks = self._source.chunks(self.where, self._on_epoch, self._allocate,
+                                                     self._resume, self._remaining)
+                    else:
+                        chunks = self._source.chunks(self.where, self._on_epoch, self._allocate)
                     self._blocks = self._batcher.blocks(self._marked(chunks))
                 return next(self._blocks)
             except StopIteration:
@@ -90,7 +98,7 @@ class WorkerLoop:
         """The source's chunks, with a :class:`NewEpoch` before the first chunk of each epoch
         after the first when epochs go in order (the source calls ``on_epoch`` before yielding
         an epoch's first chunk); they end early once the run's stop event is set."""
-        current = 0
+        current = self.info.epoch
         stop = self._stop
         for cols in chunks:
             if stop is not None and stop.is_set():
@@ -130,15 +138,50 @@ class WorkerPlan:
     overlap_epochs: bool = False
     stall_timeout: Optional[float] = None
 
+    def epoch_rng(self, index: int) -> Callable[[int], np.random.Generator]:
+        """Worker ``index``'s shuffle stream for each epoch: one per epoch, so an epoch's order
+        depends on the seed and the epoch alone (a resumed worker can recompute it)."""
+        base = wi.derive_seed(self.seed, index, salt=1)
+        return lambda epoch: np.random.default_rng([base, int(epoch)])
+
     def make_loop(self, index: int, mode: str, allocate: BlockAllocator = aligned_block,
-                  stop: Optional[threading.Event] = None) -> WorkerLoop:
-        info = wi.WorkerInfo(index=index, count=self.count, seed=wi.derive_seed(self.seed, index), mode=mode)
+                  stop: Optional[threading.Event] = None, resume: Optional[ResumePoint] = None) -> WorkerLoop:
+        """Worker ``index``'s loop; ``resume`` (a resumable pipeline restarted from a checkpoint):
+        the interrupted run's seed, and where this worker starts."""
+        if resume is not None and resume.seed != self.seed:
+            reseeded = getattr(self.source, "reseeded", None)
+            source = reseeded(resume.seed) if reseeded is not None else self.source
+            return dataclasses.replace(self, seed=resume.seed, source=source).make_loop(
+                index, mode, allocate, stop, resume)
+        epoch_tails = not self.overlap_epochs and self.count > 1
+        first_epoch, remaining = 0, None
+        if resume is not None:
+            if resume.starts:
+                first_epoch = resume.starts[index][0]
+            else:
+                first_epoch = resume.first_epoch
+                remaining = self.source.remaining(resume, index, self.count, self._order_of(index, epoch_tails))
+        info = wi.WorkerInfo(index=index, count=self.count, seed=wi.derive_seed(self.seed, index), mode=mode,
+                             epoch=first_epoch)
         batcher = Batcher(self.spec, self.batch_size, self.batches_per_block, self.shuffle_rows,
-                          rng=np.random.default_rng(wi.derive_seed(self.seed, index, salt=1)),
-                          time_budget=self.time_budget, allocate=allocate,
-                          epoch_tails=not self.overlap_epochs and self.count > 1)
+                          epoch_rng=self.epoch_rng(index), first_epoch=first_epoch,
+                          ordered_epochs=remaining or (), time_budget=self.time_budget, allocate=allocate,
+                          epoch_tails=epoch_tails)
         return WorkerLoop(self.source, batcher, info, allocate, epochs_in_order=not self.overlap_epochs,
-                          stop=stop)
+                          stop=stop, resume=resume, remaining=remaining)
+
+    def _order_of(self, index: int, epoch_tails: bool) -> Callable[[int, List[np.ndarray]], np.ndarray]:
+        """How worker ``index``'s batcher orders the positions of one epoch (see :func:`.resume.epoch_order`).
+        With one worker and epochs in order, the previous epoch's last rows head the epoch's
+        first batch: ``(epoch * rows per epoch) % batch_size`` of them."""
+        rngs = self.epoch_rng(index)
+
+        def order_of(epoch: int, chunks: List[np.ndarray]) -> np.ndarray:
+            rows = sum(len(c) for c in chunks)
+            carried = 0 if epoch_tails or self.overlap_epochs else (epoch * rows) % self.batch_size
+            return epoch_order(chunks, batch_size=self.batch_size, batches_per_block=self.batches_per_block,
+                               shuffle_rows=self.shuffle_rows, rng=rngs(epoch), carried_in=carried)
+        return order_of
 
 
 class ThreadBackend:
@@ -149,8 +192,8 @@ class ThreadBackend:
     looked at between the source's chunks (:class:`WorkerLoop`), and by the runtime before
     every pull."""
 
-    def __init__(self, plan: WorkerPlan, index: int, stop: threading.Event):
-        self.loop = plan.make_loop(index, "thread", stop=stop)
+    def __init__(self, plan: WorkerPlan, index: int, stop: threading.Event, resume: Optional[ResumePoint] = None):
+        self.loop = plan.make_loop(index, "thread", stop=stop, resume=resume)
         self.progress = self.loop.progress  # the runtime's stall watch reads it
 
     def next_block(self) -> Block:

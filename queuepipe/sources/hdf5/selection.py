@@ -101,6 +101,12 @@ class Selection:
         """Row ids at positions ``[p, q)`` (all by default), in delivery order."""
         return runs_to_ids(*self.runs(p, self.size if q is None else q))
 
+    def ids_at(self, positions: np.ndarray) -> np.ndarray:
+        """Row ids at any ``positions`` (an int array, any order): one ``searchsorted``."""
+        positions = np.asarray(positions, dtype=np.int64)
+        run = np.searchsorted(self.cum, positions, side="right") - 1
+        return self.starts[run] + (positions - self.cum[run])
+
     def part(self, p: int, q: int) -> "Selection":
         """The sub-selection at positions ``[p, q)``."""
         return Selection(*self.runs(p, q))

@@ -12,22 +12,30 @@ with one worker is reproducible.
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import sys
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
 from ...workers.buffers import BlockAllocator, aligned_block
-from ...errors import add_note
+from ...errors import ArgumentError, add_note
 from ...options import PipelineOptions, Sizes, default_batches_per_block, resolved_sizes
 from ...spec import Spec
 from ...workers.info import note_activity, worker_info
+from ...workers.resume import ResumePoint, SelectionLedger
 from .chunk_decode import inflater
 from .inspect import Layout, filter_available, needs_inflater, reads_plain_rows
 from .planning import Geometry, choose_block_batches, count_blocks, epoch_order, exact_chunks, geometry, plan_reads
 from .reader import WorkerFiles
-from .selection import Selection, runs_to_ids
+from .selection import Selection, ids_to_runs, runs_to_ids
+
+Segments = List[Tuple[int, int]]      # a chunk's selection positions, as ranges
+Piece = Union[Segments, np.ndarray]   # ... or, in a resumed epoch, as an array in delivery order
+# (epoch, the positions of each chunk a worker's source yields in it, in order) -> the order
+# the worker's batcher puts them out in (workers.resume.epoch_order with the worker's settings)
+OrderOf = Callable[[int, List[np.ndarray]], np.ndarray]
 
 
 class HDF5Source:
@@ -44,12 +52,15 @@ class HDF5Source:
     plugin_modules: modules to import in the worker before reading (e.g. hdf5plugin in
         a fresh child process) when the data needs a filter not yet registered.
     overlap_epochs: let a worker's chunks run on across epochs (see ``worker_chunks``).
+    ledger: set for a resumable pipeline: every chunk then ends with a column of position
+        labels (:class:`~queuepipe.workers.resume.SelectionLedger`), after ``map_fn``.
     """
 
     def __init__(self, layout: Layout, selection: Selection, geometries: List[Geometry], *, block_rows: int,
                  shuffle: bool, seed: int, num_epochs: Optional[int], spec: Spec,
                  map_fn: Optional[Callable[[Any], Any]] = None, map_per_sample: bool = False,
-                 plugin_modules: Tuple[str, ...] = (), overlap_epochs: bool = False):
+                 plugin_modules: Tuple[str, ...] = (), overlap_epochs: bool = False,
+                 ledger: Optional[SelectionLedger] = None):
         self.layout = layout
         self.selection = selection
         self.geometries = geometries
@@ -62,34 +73,73 @@ class HDF5Source:
         self.map_per_sample = map_per_sample
         self.plugin_modules = tuple(plugin_modules)
         self.overlap_epochs = overlap_epochs
+        self.ledger = ledger
+
+    def reseeded(self, seed: int) -> "HDF5Source":
+        """This source with another base seed (a resumed run keeps the interrupted run's)."""
+        if int(seed) == self.seed:
+            return self
+        other = copy.copy(self)
+        other.seed = int(seed)
+        return other
 
     @property
     def n_blocks(self) -> int:
         return count_blocks(self.selection.size, self.block_rows)
 
     # -- the worker side -------------------------------------------------------------------------
-    def epochs(self, index: int, count: int) -> Iterator[Tuple[int, List[Tuple[int, int]]]]:
-        """(epoch, the position ranges worker ``index`` of ``count`` reads in it), epoch after epoch."""
-        blocks, size, rows = self.n_blocks, self.selection.size, self.block_rows
-        if index >= blocks:
+    def epochs(self, index: int, count: int, first: int = 0) -> Iterator[Tuple[int, Segments]]:
+        """(epoch, the position ranges worker ``index`` of ``count`` reads in it), epoch after
+        epoch from ``first``."""
+        if index >= self.n_blocks:
             return  # more workers than blocks: nothing for this one, in any epoch
-        epoch = 0
+        epoch = first
         while self.num_epochs is None or epoch < self.num_epochs:
-            mine = epoch_order(blocks, self.seed, epoch, self.shuffle)[index::count].tolist()
-            yield epoch, [(b * rows, min(size, (b + 1) * rows)) for b in mine]
+            yield epoch, self.ranges(index, count, epoch)
             epoch += 1
 
-    def worker_chunks(self, index: int, count: int, on_epoch: Callable[[int], None]
-                      ) -> Iterator[List[Tuple[int, int]]]:
+    def ranges(self, index: int, count: int, epoch: int) -> Segments:
+        """The position ranges worker ``index`` of ``count`` reads in ``epoch``, in order."""
+        blocks, size, rows = self.n_blocks, self.selection.size, self.block_rows
+        mine = epoch_order(blocks, self.seed, epoch, self.shuffle)[index::count].tolist()
+        return [(b * rows, min(size, (b + 1) * rows)) for b in mine]
+
+    def remaining(self, resume: ResumePoint, index: int, count: int, order_of: OrderOf) -> Dict[int, np.ndarray]:
+        """For each epoch used in part: the positions worker ``index`` of ``count`` still has to
+        deliver, in the order the interrupted run would have delivered them."""
+        out = {}
+        if index >= self.n_blocks:
+            return out
+        for epoch, used in resume.used.items():
+            chunks = [np.concatenate([np.arange(p, q, dtype=np.int64) for p, q in segments])
+                      for segments in exact_chunks(self.ranges(index, count, epoch), self.block_rows)]
+            order = order_of(epoch, chunks)
+            out[epoch] = order[~used[order]]
+        return out
+
+    def worker_chunks(self, index: int, count: int, on_epoch: Callable[[int], None],
+                      resume: Optional[ResumePoint] = None, remaining: Optional[Dict[int, np.ndarray]] = None
+                      ) -> Iterator[Piece]:
         """The position ranges of each chunk worker ``index`` of ``count`` reads: exactly
         ``block_rows`` positions, except each epoch's last chunk when epochs are delivered in
         order (an epoch's rows never share a chunk with the next's) -- or only the very last
         with ``overlap_epochs`` (a short block is topped up from the next epoch's first).
-        ``on_epoch(e)`` is called before the first chunk of epoch ``e``."""
-        on_epoch(0)
+        ``on_epoch(e)`` is called before the first chunk of epoch ``e``.
+
+        Resumed (``resume``): epochs before ``resume.first_epoch`` are skipped, and an epoch
+        in ``remaining`` gives its positions as arrays in delivery order (chunks of
+        ``block_rows``)."""
+        first = resume.first_epoch if resume is not None else 0
+        remaining = remaining or {}
+        on_epoch(first)
         if not self.overlap_epochs:
-            for epoch, ranges in self.epochs(index, count):
+            for epoch, ranges in self.epochs(index, count, first):
                 on_epoch(epoch)
+                if epoch in remaining:
+                    left = remaining[epoch]
+                    for start in range(0, len(left), self.block_rows):
+                        yield left[start:start + self.block_rows]
+                    continue
                 yield from exact_chunks(ranges, self.block_rows)
             return
 
@@ -100,45 +150,78 @@ class HDF5Source:
         yield from exact_chunks(run_on(), self.block_rows)
 
     def chunks(self, where: str, on_epoch: Callable[[int], None],
-               allocate: BlockAllocator = aligned_block) -> Iterator[List[np.ndarray]]:
+               allocate: BlockAllocator = aligned_block, resume: Optional[ResumePoint] = None,
+               remaining: Optional[Dict[int, np.ndarray]] = None) -> Iterator[List[np.ndarray]]:
         """Column chunks (spec field order) for the worker running this call, each read
-        straight into a block from ``allocate`` (:meth:`queuepipe.sources.Source.chunks`)."""
+        straight into a block from ``allocate`` (:meth:`queuepipe.sources.Source.chunks`).
+        A resumable source adds each chunk's position labels as a last column; resumed, it
+        starts where ``resume`` says, with the positions ``remaining`` in the epochs used in part."""
         spec = self.spec  # this worker's: locked to map_fn's first results' unknown dims
         info = worker_info()
         index, count = (info.index, info.count) if info is not None else (0, 1)
         self._load_plugins()
         files = WorkerFiles(self.layout)
+        epoch = [resume.first_epoch if resume is not None else 0]
+
+        def entered(e: int) -> None:
+            epoch[0] = e
+            on_epoch(e)
         try:
-            for segments in self.worker_chunks(index, count, on_epoch):
-                note_activity(lambda: f"{where}: {self.describe(segments)}")
-                columns = self.read(files, segments, allocate)
+            for piece in self.worker_chunks(index, count, entered, resume, remaining):
+                note_activity(lambda: f"{where}: {self.describe(piece)}")
+                columns = self.read(files, piece, allocate)
                 if self.map_fn is not None:
-                    columns = self._mapped(spec, columns, f"{where}, selection positions "
-                                                          f"{segments[0][0]}..{segments[-1][1] - 1}")
+                    n_read = len(columns[0])
+                    columns = self._mapped(spec, columns, f"{where}, {self._positions_text(piece)}")
                     spec = spec.locked(columns)
+                    if self.ledger is not None and len(columns[0]) != n_read:
+                        raise ArgumentError(
+                            f"{where}: map_fn returned {len(columns[0])} rows for a block of {n_read} "
+                            f"({self._positions_text(piece)}): with resumable=True map_fn must keep every "
+                            f"row (one output row per input row), so the position of each row is known")
                     if len(columns[0]) == 0:
                         continue  # map_fn kept no rows of this chunk
+                if self.ledger is not None:
+                    columns = list(columns) + [self.ledger.labels(self._positions(piece), epoch[0])]
                 yield columns
         finally:
             files.close()
 
-    def describe(self, segments: List[Tuple[int, int]]) -> str:
+    @staticmethod
+    def _positions(piece: Piece) -> np.ndarray:
+        if isinstance(piece, np.ndarray):
+            return piece
+        return np.concatenate([np.arange(p, q, dtype=np.int64) for p, q in piece])
+
+    @staticmethod
+    def _positions_text(piece: Piece) -> str:
+        if isinstance(piece, np.ndarray):
+            return f"{len(piece)} selection positions from {int(piece[0])} (a resumed epoch)"
+        return f"selection positions {piece[0][0]}..{piece[-1][1] - 1}"
+
+    def describe(self, piece: Piece) -> str:
         """Which file and rows a chunk starts with, in words (a stalled worker's report)."""
-        starts, stops = self.selection.runs(*segments[0])
-        first = int(starts[0])
+        if isinstance(piece, np.ndarray):
+            first = int(self.selection.ids_at(piece[:1])[0])
+        else:
+            first = int(self.selection.runs(*piece[0])[0][0])
         n_rows = np.array([f.n_rows for f in self.layout.files], dtype=np.int64)
         fi = int(np.searchsorted(np.cumsum(n_rows), first, side="right"))
         local = first - int(n_rows[:fi].sum())
-        n = sum(q - p for p, q in segments)
+        n = len(piece) if isinstance(piece, np.ndarray) else sum(q - p for p, q in piece)
         return (f"reading {self.layout.files[fi].path}, a block of {n} rows starting at row {local} "
                 f"(datasets {', '.join(d.path for d in self.layout.datasets)})")
 
-    def read(self, files: WorkerFiles, segments: List[Tuple[int, int]],
+    def read(self, files: WorkerFiles, piece: Piece,
              allocate: BlockAllocator = aligned_block) -> List[np.ndarray]:
-        """The pre-``map_fn`` columns of selection positions ``segments`` (concatenated)."""
-        runs = [self.selection.runs(p, q) for p, q in segments]
-        starts = np.concatenate([r[0] for r in runs])
-        stops = np.concatenate([r[1] for r in runs])
+        """The pre-``map_fn`` columns of selection positions ``piece`` (ranges, concatenated,
+        or an array of positions in any order)."""
+        if isinstance(piece, np.ndarray):
+            starts, stops = ids_to_runs(self.selection.ids_at(piece))
+        else:
+            runs = [self.selection.runs(p, q) for p, q in piece]
+            starts = np.concatenate([r[0] for r in runs])
+            stops = np.concatenate([r[1] for r in runs])
         n = int((stops - starts).sum())
         columns = allocate([((n,) + c.shape, c.dtype) for c in self.layout.columns])
         for di, geo in enumerate(self.geometries):
@@ -195,6 +278,7 @@ def plan_source(layout: Layout, selection: Selection, spec: Spec, options: Pipel
     source = HDF5Source(layout, selection, geometries, block_rows=sizes.batches_per_block * batch_size,
                         shuffle=options.shuffle, seed=sizes.seed, num_epochs=options.num_epochs, spec=spec, map_fn=map_fn,
                         map_per_sample=map_per_sample, plugin_modules=plugins,
-                        overlap_epochs=options.overlap_epochs)
+                        overlap_epochs=options.overlap_epochs,
+                        ledger=SelectionLedger(selection.size) if options.resumable else None)
     return source, sizes
 

@@ -199,14 +199,15 @@ def main(argv: List[str]) -> int:
             _load_parent_main(setup.main)
         plan = pickle.loads(setup.plan)
         arena = SlotArena(shm_fd, setup.n_slots, setup.slot_bytes)
+        shipper = Shipper(conn, arena, plan.batch_size)
+        loop = plan.make_loop(setup.index, "process", allocate=shipper.allocate,
+                              resume=None if setup.resume is None else pickle.loads(setup.resume))
     except (EOFError, OSError, SystemExit):
         return 0
     except BaseException as exc:  # cannot even start: report like any worker failure
         conn.send(_failed(exc, traceback.format_exc()))
         return 1
 
-    shipper = Shipper(conn, arena, plan.batch_size)
-    loop = plan.make_loop(setup.index, "process", allocate=shipper.allocate)
     if plan.stall_timeout is not None:  # the parent watches the time; tell it what we are at
         loop.progress.listener = lambda activity: conn.send(Doing(activity))
     wi.set_process_worker(loop.info)

@@ -28,6 +28,7 @@ from typing import Optional
 from ...errors import (ArgumentError, ArgumentTypeError, EndOfStream, FailureSignal, RemoteTraceback,
                        WorkerDiedError, WorkerFailure, WorkerStalledError, worker_label)
 from ..buffers import Block
+from ..resume import ResumePoint
 from ..worker import WorkerPlan
 from .protocol import BlockInline, BlockInSlot, Doing, End, Failed, Free, Setup
 from .slots import CHILD_RESERVE, SlotArena, create_memfd
@@ -93,15 +94,17 @@ class ProcessWorkers:
         is writing, one it may still view, and the reserve the parent never lends."""
         return max(DEFAULT_SLOTS, -(-capacity_batches // batches_per_block) + 5 + CHILD_RESERVE)
 
-    def backend(self, index: int, stop: threading.Event) -> "ProcessBackend":
-        """The backend factory of the runtime: worker ``index`` of a run whose stop event is ``stop``."""
-        return ProcessBackend(self, index, stop)
+    def backend(self, index: int, stop: threading.Event, resume: Optional[ResumePoint] = None) -> "ProcessBackend":
+        """The backend factory of the runtime: worker ``index`` of a run whose stop event is ``stop``
+        (``resume``: where a resumable pipeline's run starts)."""
+        return ProcessBackend(self, index, stop, resume)
 
 
 class ProcessBackend:
     """The parent's end of one worker process."""
 
-    def __init__(self, workers: ProcessWorkers, index: int, stop: threading.Event):
+    def __init__(self, workers: ProcessWorkers, index: int, stop: threading.Event,
+                 resume: Optional[ResumePoint] = None):
         self.index = index
         self.count = workers.plan.count
         self._stall_timeout = workers.plan.stall_timeout
@@ -133,7 +136,8 @@ class ProcessBackend:
         self.conn = Connection(os.dup(parent_sock.fileno()))
         parent_sock.close()
         self.conn.send(Setup(sys_path=list(sys.path), main=workers.main_info, plan=workers.plan_bytes,
-                             index=index, n_slots=workers.n_slots, slot_bytes=workers.slot_bytes))
+                             index=index, n_slots=workers.n_slots, slot_bytes=workers.slot_bytes,
+                             resume=None if resume is None else pickle.dumps(resume)))
         self._releaser = threading.Thread(target=self._give_back_released_slots, daemon=True,
                                           name=f"queuepipe-w{index}-release")
         self._releaser.start()

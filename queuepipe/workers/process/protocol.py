@@ -28,6 +28,7 @@ class Setup:
     index: int
     n_slots: int
     slot_bytes: int
+    resume: Optional[bytes] = None  # a pickled ResumePoint: where a resumable pipeline's run starts
 
 
 @dataclass(frozen=True)

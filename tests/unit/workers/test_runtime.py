@@ -33,7 +33,7 @@ def _runtime(n_rows: int, workers: int = 1, batch_size: int = 4, per_block: int 
     plan = WorkerPlan(source=source, spec=SPEC, count=workers, batch_size=batch_size,
                       batches_per_block=per_block, shuffle_rows=0, seed=0)
     return PipelineRuntime(SPEC, workers, batch_size, allow_smaller,
-                           lambda i, stop: ThreadBackend(plan, i, stop), "thread", batches_per_block=per_block)
+                           lambda i, stop, resume=None: ThreadBackend(plan, i, stop, resume), "thread", batches_per_block=per_block)
 
 
 def _drain(rt: PipelineRuntime, index: int = 0):
@@ -131,7 +131,7 @@ class _WaitingBackend:
 def test_request_stop_wakes_a_waiting_prefetch_and_every_later_pull_ends():
     backends = []
 
-    def make(i, stop):
+    def make(i, stop, resume=None):
         backends.append(_WaitingBackend(stop))
         return backends[-1]
 
