@@ -23,6 +23,14 @@ class                        also a              raised when
 ``HDF5FilterError``          ValueError          a dataset needs a filter this process cannot decode
 ``HDF5TypeError``            TypeError           a dtype TensorFlow cannot take, or a bad ``shard=``
 ``HDF5ReadError``            OSError             a read failed while running (corrupt chunk, short file)
+``RecordInputError``         ValueError          record files cannot be read as asked (at build time): a size
+                                                 that is no whole number of records, a truncated or corrupt
+                                                 TFRecord header, a compressed file
+``RecordFileNotFoundError``  FileNotFoundError   a record file or glob pattern matches nothing
+``RecordReadError``          OSError             a record read failed while running (data checksum, a file
+                                                 changed since it was indexed)
+``ExampleParseError``        ValueError          a record is no valid ``tf.train.Example``, or lacks a feature
+                                                 with no default, or has the wrong type or count
 ``ResumeError``              RuntimeError        a resumable pipeline cannot start from the session's
                                                  position (not initialised, or saved for other data)
 ===========================  ==================  ==================================================
@@ -105,6 +113,22 @@ class HDF5FilterError(HDF5InputError):
 
 class HDF5ReadError(QueuepipeError, OSError):
     """A read failed while the pipeline ran (corrupt chunk, file changed or vanished)."""
+
+
+class RecordInputError(QueuepipeError, ValueError):
+    """Record files that cannot be read as asked (found while the pipeline is built)."""
+
+
+class RecordFileNotFoundError(RecordInputError, FileNotFoundError):
+    """A record file (or a glob pattern) does not exist."""
+
+
+class RecordReadError(QueuepipeError, OSError):
+    """A record read failed while the pipeline ran (checksum mismatch, file changed or truncated)."""
+
+
+class ExampleParseError(QueuepipeError, ValueError):
+    """A record is not a valid ``tf.train.Example``, or does not have the features asked for."""
 
 
 class ResumeError(QueuepipeError, RuntimeError):
