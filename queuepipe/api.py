@@ -249,18 +249,28 @@ def from_hdf5(files: Any, datasets: Any, *, rows: Any = None, batch_size: int, w
 
 
 def running(sess: "tf.compat.v1.Session", *, coord: Optional["tf.compat.v1.train.Coordinator"] = None,
-            stop_grace_period_secs: float = 10.0) -> ContextManager["tf.compat.v1.train.Coordinator"]:
+            stop_grace_period_secs: float = 10.0,
+            pipelines: "Optional[list[Pipeline]]" = None) -> ContextManager["tf.compat.v1.train.Coordinator"]:
     """``with queuepipe.running(sess) as coord:`` -- start every queue runner of ``sess.graph``
     under a Coordinator (``coord`` or a new one) and yield it.
+
+    pipelines: None (default): every queue runner of the graph, queuepipe's and any
+        other.  A list of queuepipe pipelines (or one pipeline) of ``sess.graph``: only
+        their runners are started, and only they are stopped, joined and checked for
+        failures on exit; other queue runners of the graph are not started.
 
     On exit -- normal, end of data, an exception or Ctrl-C -- it requests stop, cancels
     pending enqueues, stops the workers and joins all threads (waiting at most
     ``stop_grace_period_secs`` for them).  A worker failure is raised here (its original
     exception) even if the body ended early or saw only an end of data.  The shutdown
     order is DESIGN.md's "Shutdown".
+
+    Works from TF2's eager code on a session with its own graph
+    (``tf.compat.v1.Session(graph=g)``): starting and stopping happen under
+    ``sess.graph.as_default()``; the ``with`` body keeps the caller's mode.
     """
     from .tf.session import running as start
-    return start(sess, coord=coord, stop_grace_period_secs=stop_grace_period_secs)
+    return start(sess, coord=coord, stop_grace_period_secs=stop_grace_period_secs, pipelines=pipelines)
 
 
 def _check_resumable_generator(generator: Any, options: PipelineOptions) -> None:

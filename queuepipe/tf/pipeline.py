@@ -11,7 +11,7 @@ is never mistaken for the end of data.  The gate costs two cheap ops per step
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -101,6 +101,21 @@ class Pipeline:
         self.staging = Staging(self, device, depth)
         self.runner.staging = self.staging
         return self.staging.batch
+
+    def numpy_batches(self, sess: Optional["tf.compat.v1.Session"] = None, *,
+                      config: Optional["tf.compat.v1.ConfigProto"] = None) -> Iterator[Any]:
+        """Iterate the batches as numpy (the structure of :attr:`batch`), for code outside a
+        TF1 graph -- eager TF2 code, Keras 3, plain numpy -- until the end of data.
+
+        Runs this pipeline only, in ``sess`` or (default) a session of its own on the
+        pipeline's graph; stops the workers, leaving nothing behind, when the data ends, the
+        iterator is closed early (``break``, ``.close()``, garbage collection) or a worker
+        fails (its original exception is raised).  Build the pipeline inside
+        ``with tf.Graph().as_default():`` when the program is eager.  See
+        :mod:`queuepipe.tf.numpy_batches`.
+        """
+        from .numpy_batches import numpy_batches
+        return numpy_batches(self, sess, config=config)
 
     @property
     def workers(self) -> int:

@@ -1,0 +1,13 @@
+"""Shims for migrating TF1-era input code onto queuepipe, one module per library replaced.
+
+- :mod:`queuepipe.compat.keras`: Keras 3 ``PyDataset`` adapters (``PipelineDataset``,
+  ``hdf5_dataset``) for ``model.fit/evaluate/predict``, replacing Keras 2's ``HDF5Matrix``
+  and ``fit_generator`` / ``GeneratorEnqueuer``.
+- :mod:`queuepipe.compat.tftables`: a tftables-compatible facade (``open_file``,
+  ``load_dataset``, ``FIFOQueueLoader``...), so a tftables program runs with one import
+  changed.
+
+Importing this package imports nothing else: each submodule imports its own dependencies
+(Keras, TensorFlow) when it is imported itself.  The top-level ``compat/`` folder of the
+repository holds migration notes and before/after programs.
+"""
