@@ -145,3 +145,13 @@ def test_a_staged_pipeline_yields_its_staged_batches():
         pipe = queuepipe.from_generator(ShardedRange(16), tf.int64, (), batch_size=4)
         pipe.staged("/cpu:0")
     assert np.concatenate(list(pipe.numpy_batches())).tolist() == list(range(16))
+
+
+def test_a_resumable_pipeline_iterates_from_the_beginning_in_its_own_session(tmp_path):
+    path = str(tmp_path / "r.h5")
+    with h5py.File(path, "w") as f:
+        f["y"] = np.arange(40)
+    with tf.Graph().as_default():
+        pipe = queuepipe.from_hdf5(path, "/y", batch_size=8, resumable=True)
+    got = np.concatenate(list(pipe.numpy_batches()))
+    assert got.tolist() == list(range(40))

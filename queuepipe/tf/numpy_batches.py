@@ -40,9 +40,10 @@ def numpy_batches(pipeline: "Pipeline", sess: Optional[tf1.Session] = None, *,
                   config: Optional[tf1.ConfigProto] = None) -> Iterator[Any]:
     """An iterator over ``pipeline``'s batches as numpy, until the end of its data.
 
-    sess: a session on the pipeline's graph to run it in (kept open afterwards); None
-        (default): the iterator opens its own ``tf.compat.v1.Session`` on the pipeline's
-        graph (with ``config``) and closes it when it ends.
+    sess: a session on the pipeline's graph to run it in (kept open afterwards; a resumable
+        pipeline resumes from the position that session holds); None (default): the
+        iterator opens its own ``tf.compat.v1.Session`` on the pipeline's graph (with
+        ``config``; a resumable pipeline starts at the beginning) and closes it when it ends.
     config: the ``ConfigProto`` of that own session (only without ``sess``).
 
     Starts only this pipeline's runner (other queue runners of the graph are left alone);
@@ -78,6 +79,8 @@ def _iterate(pipeline: "Pipeline", graph: tf.Graph, fetch: Any, sess: Optional[t
     try:
         if own:
             sess = tf1.Session(graph=graph, config=config)
+            if pipeline.position_variables:  # a resumable pipeline: start at the beginning
+                sess.run([v.initializer for v in pipeline.position_variables])
         try:
             with running(sess, pipelines=[pipeline]):
                 step = sess.make_callable(fetch)
