@@ -6,6 +6,10 @@
 - :mod:`queuepipe.compat.tftables`: a tftables-compatible facade (``open_file``,
   ``load_dataset``, ``FIFOQueueLoader``...), so a tftables program runs with one import
   changed.
+- :mod:`queuepipe.compat.slim`: slim's ``prefetch_queue`` over a pipeline (a fresh gated
+  batch per tower, ``pipe.dequeue()``), keeping queuepipe's end-of-data and error delivery.
+- :mod:`queuepipe.compat.feeding`: ``from_feeds``: a placeholder + enqueue-thread reader
+  (WaveNet's ``AudioReader``) as a pipeline, from the generator that fed the placeholders.
 
 Importing this package imports nothing else: each submodule imports its own dependencies
 (Keras, TensorFlow) when it is imported itself.  The top-level ``compat/`` folder of the

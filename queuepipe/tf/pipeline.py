@@ -11,6 +11,7 @@ is never mistaken for the end of data.  The gate costs two cheap ops per step
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -37,6 +38,8 @@ class Pipeline:
     """Batch tensors in the graph, filled by background workers.
 
     ``batch`` has the structure of ``output_types`` (one tensor, a tuple or a dict).
+    :meth:`dequeue` returns a fresh batch of the same structure per call (one per tower of a
+    multi-tower model); :meth:`staged` the batch already on a device (one consumer).
     The pipeline's queue runner is in the graph's ``QUEUE_RUNNERS`` collection; start
     it with ``queuepipe.running(sess)``, ``tf.compat.v1.train.start_queue_runners`` or
     any monitored session.
@@ -58,6 +61,8 @@ class Pipeline:
         self.capacity_batches = capacity_batches
         self.position = position
         self.staging = None
+        self._dequeued = 0  # dequeue() calls (towers): a stager would compete with them
+        runner.pipeline = self  # finds the Pipeline from its queue (queuepipe.compat.slim's prefetch_queue)
 
     @property
     def resumable(self) -> bool:
@@ -90,6 +95,10 @@ class Pipeline:
         from .staging import Staging
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
             raise ArgumentError(f"staged(depth={depth!r}): depth must be an int >= 1 (batches ahead on the device)")
+        if self._dequeued:
+            raise ArgumentError(
+                f"pipeline {self.name!r} already has {self._dequeued} dequeue() batch(es) (towers): a stager "
+                f"would take batches from them; use dequeue() under each tower's tf.device instead of staged()")
         if device is None:
             device = "/gpu:0" if tf.config.list_physical_devices("GPU") else "/cpu:0"
         if self.staging is not None:
@@ -101,6 +110,41 @@ class Pipeline:
         self.staging = Staging(self, device, depth)
         self.runner.staging = self.staging
         return self.staging.batch
+
+    def dequeue(self, name: Optional[str] = None) -> Any:
+        """A fresh batch (the structure of :attr:`batch`): a new dequeue op per call, so
+        multi-tower code takes one per tower and every tower's ``sess.run`` gets a batch of its own.
+
+        Each has what :attr:`batch` has (:func:`gated_dequeue`): the error gate (a worker's
+        error raises in whichever tower's dequeue takes it, with the original type and text,
+        and in every later dequeue), the consumer's statistics and, for a resumable pipeline,
+        the position record after the gate (a checkpoint counts every tower's rows).  So
+        batches stay exactly once across towers (and :attr:`batch`, which is one more consumer);
+        at the end of data, once the queue is empty, every dequeue raises ``OutOfRangeError``
+        -- a step whose towers cannot all get a batch raises it too, and a batch that another
+        tower of that step took is dropped, as with any TF queue.
+
+        The dequeue, the gate and the records are colocated with the queue (the host); the
+        returned tensors follow the caller's device scope, so under ``tf.device("/gpu:1")``
+        the step copies its batch to that GPU.  Not with :meth:`staged` (refused either way:
+        the stager takes every batch from the queue).  ``name``: the new ops' name scope,
+        inside the pipeline's (default ``dequeue``, made unique).
+        """
+        if self.staging is not None:
+            raise ArgumentError(
+                f"pipeline {self.name!r} is staged (staged() was called): its stager takes every batch from the "
+                f"queue, so dequeue() would compete with it; build the towers on dequeue() without staged()")
+        graph = self.queue.queue_ref.graph
+        if tf1.get_default_graph() is not graph:
+            raise ArgumentError(f"pipeline {self.name!r}.dequeue(): the default graph is not the pipeline's; call "
+                                f"it inside `with graph.as_default():` of the graph the pipeline was built in")
+        scope = self.queue.queue_ref.op.name.rpartition("/")[0]  # the pipeline's own scope, re-entered
+        with quiet_deprecations(), tf1.name_scope(scope + "/"), tf1.name_scope(name or "dequeue"):
+            batch = gated_dequeue(self.queue, self.runtime, self.spec, self.stats, self.position,
+                                  batch_size=self.batch_size, allow_smaller_final_batch=self.allow_smaller_final_batch,
+                                  colocate=True)
+        self._dequeued += 1
+        return batch
 
     def numpy_batches(self, sess: Optional["tf.compat.v1.Session"] = None, *,
                       config: Optional["tf.compat.v1.ConfigProto"] = None) -> Iterator[Any]:
@@ -281,23 +325,41 @@ def build_pipeline(runtime: PipelineRuntime, spec: Spec, output_types: Any, *, b
         tf1.train.add_queue_runner(runner)
 
         with tf1.name_scope("dequeue"):
-            started = step_started()
-            items = queue.dequeue(name="batch")
-            data, error = items[:len(flat_types)], items[-1]
-            gate = error_gate(error, runtime)
-            recorded = stats.record(started, items, rows=tf.shape(data[0])[0])
-            after = [gate, recorded]
-            if tracked is not None:  # after the gate: a poison element is no row of data
-                with tf.control_dependencies([gate]):
-                    after.append(tracked.record(items[len(flat_types)]))
-            outputs = batch_outputs(data, after, spec, batch_size, allow_smaller_final_batch)
-    batch = spec.pack(outputs)
+            batch = gated_dequeue(queue, runtime, spec, stats, tracked, batch_size=batch_size,
+                                  allow_smaller_final_batch=allow_smaller_final_batch)
     pipeline = Pipeline(batch, queue, runner, runtime, spec, batch_size, name, stats=stats,
                         allow_smaller_final_batch=allow_smaller_final_batch, capacity_batches=capacity_batches,
                         position=tracked)
     with quiet_deprecations():
         add_summaries(pipeline)
     return pipeline
+
+
+def gated_dequeue(queue, runtime: PipelineRuntime, spec: Spec, stats: ConsumerStats,
+                  position: Optional[InputPosition], *, batch_size: int, allow_smaller_final_batch: bool,
+                  colocate: bool = False) -> Any:
+    """One batch taken from ``queue`` as the user sees it (the structure of ``spec``), in the
+    current name scope: the dequeue; its error string through :func:`error_gate` (a poison
+    element raises the worker's exception); the consumer's statistics; for a resumable
+    pipeline (``position``) the batch's position labels added to the ledger, after the gate
+    (a poison element is no row of data).  Every output is ready only after all of them.
+
+    ``pipe.batch`` is one (:func:`build_pipeline`); each :meth:`Pipeline.dequeue` adds
+    another.  ``colocate``: build everything but the outputs with the queue, whatever device
+    scope the caller is in (a tower's GPU): the dequeue and the gate's ``py_func`` run on the
+    host, and only the outputs follow the caller's device."""
+    n_fields = len(queue.dtypes) - 1 - (1 if position is not None else 0)  # + [labels] + error
+    with (tf1.colocate_with(queue.queue_ref) if colocate else contextlib.nullcontext()):
+        started = step_started()
+        items = queue.dequeue(name="batch")
+        data, error = items[:n_fields], items[-1]
+        gate = error_gate(error, runtime)
+        recorded = stats.record(started, items, rows=tf.shape(data[0])[0])
+        after = [gate, recorded]
+        if position is not None:  # after the gate: a poison element is no row of data
+            with tf.control_dependencies([gate]):
+                after.append(position.record(items[n_fields]))
+    return spec.pack(batch_outputs(data, after, spec, batch_size, allow_smaller_final_batch))
 
 
 def close_if_open(queue, name: str) -> tf.Operation:

@@ -190,7 +190,7 @@ def advise_keras(shown: str, name: str) -> Advice:
 
 def advise_slim_prefetch(shown: str) -> Advice:
     return (f"{shown}(...): slim's prefetch queue over already-batched tensors",
-            "queuepipe.compat.slim.prefetch_queue.prefetch_queue (same arguments), or pipe.staged() per tower")
+            "queuepipe.compat.slim.prefetch_queue.prefetch_queue (same arguments), or pipe.dequeue() per tower")
 
 
 def advise_feed_loop(shown: str) -> Advice:
