@@ -17,7 +17,8 @@ from .api import from_generator, from_hdf5, running
 from .errors import (ArgumentError, ArgumentTypeError, ExampleParseError, GraphModeError, HDF5FileNotFoundError,
                      HDF5FilterError, HDF5InputError, HDF5ReadError, HDF5SelectionError, HDF5TypeError,
                      MissingDependencyError, QueuepipeError, RecordFileNotFoundError, RecordInputError,
-                     RecordReadError, ResumeError, SpecError, WorkerDiedError, WorkerStalledError)
+                     RecordReadError, ResumeError, SpecError, WorkerDiedError, WorkerFailure, WorkerStalledError,
+                     original_error, worker_failure)
 from .preprocessing import per_sample
 from .records import fixed_length_records, tfrecords
 from .workers.info import WorkerInfo, worker_info
@@ -33,7 +34,8 @@ __all__ = ["from_generator", "from_hdf5", "tfrecords", "fixed_length_records", "
            "RecordReadError", "ExampleParseError",
            "QueuepipeError", "ArgumentError", "ArgumentTypeError", "GraphModeError", "MissingDependencyError",
            "SpecError", "WorkerDiedError", "WorkerStalledError", "HDF5InputError", "HDF5FileNotFoundError", "HDF5SelectionError",
-           "HDF5FilterError", "HDF5TypeError", "HDF5ReadError", "ResumeError", "__version__"]
+           "HDF5FilterError", "HDF5TypeError", "HDF5ReadError", "ResumeError", "WorkerFailure", "worker_failure",
+           "original_error", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

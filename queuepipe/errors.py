@@ -37,11 +37,35 @@ class                        also a              raised when
 
 The user's own exceptions (from a generator or ``map_fn``) are passed through: the
 original object, same type and message, annotated once with the failing worker
-(:meth:`WorkerFailure.to_raise`); from a process worker it is rebuilt in the parent
-with the child's traceback as ``__cause__`` (:class:`RemoteTraceback`).  It reaches
-the user twice: inside ``sess.run`` as a ``tf.errors.OpError`` whose message carries
-its type and text (the graph's error gate), and from ``queuepipe.running()``'s exit as
-the original exception.
+(:meth:`WorkerFailure.to_raise`); from a process worker it is rebuilt in the parent --
+same class, ``args`` and attributes, even when its constructor takes more than the
+message -- with the child's traceback as ``__cause__`` (:class:`RemoteTraceback`; an
+exception that cannot travel becomes a ``RuntimeError`` naming its type and text).  It
+reaches the user twice: inside ``sess.run`` as a ``tf.errors.OpError`` whose message
+carries its type and text (the graph's error gate), and from ``queuepipe.running()``'s
+exit as the original exception.  Before the failure, every whole batch of the rows the
+worker's source handed on is delivered (DESIGN.md, Guarantees 3).
+
+A worker's failure, from code (all importable from ``queuepipe``):
+
+==========================================  =================================================
+name                                        what it gives
+==========================================  =================================================
+``pipe.failure``                            the run's first failure, a :class:`WorkerFailure`,
+                                            or None (reset when the pipeline's next run starts)
+``WorkerFailure.exception``                 the original exception object (process workers:
+                                            rebuilt, the child's traceback as ``__cause__``)
+``WorkerFailure.worker_index``              worker ``worker_index`` of ``worker_count`` failed
+``WorkerFailure.worker_count``              (from 0, as ``worker_info().index``)
+``WorkerFailure.mode``                      ``"thread"`` or ``"process"``
+``WorkerFailure.traceback_text``            the worker's traceback, formatted
+``worker_failure(error, pipeline=None)``    the :class:`WorkerFailure` behind ``error`` -- the
+                                            ``OpError`` a ``sess.run`` raised for it, or (with
+                                            ``pipeline``) the original exception -- or None
+``original_error(error, pipeline=None)``    its original exception (as ``running()`` raises
+                                            it), or ``error`` itself when no worker failure is
+                                            behind it: ``raise original_error(e) from e``
+==========================================  =================================================
 
 Internal signals, never seen by users:
 
@@ -55,8 +79,12 @@ Internal signals, never seen by users:
 """
 from __future__ import annotations
 
+import sys
 import traceback
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:  # annotations only: importing the TF layer imports TensorFlow
+    from .tf.pipeline import Pipeline
 
 
 class QueuepipeError(Exception):
@@ -165,12 +193,18 @@ def worker_label(index: int, count: int) -> str:
 
 
 class WorkerFailure:
-    """What a failed worker leaves behind: the exception to raise and where it came from.
+    """A worker's failure: the original exception and the worker it came from (public:
+    ``pipe.failure``, :func:`worker_failure`; made by queuepipe, never by users).
 
-    ``exception`` is the original exception object (same type and message).  For a
-    thread worker it still carries its own ``__traceback__``; for a process worker it
-    was rebuilt in the parent and its ``__cause__`` is a :class:`RemoteTraceback`
-    with the child's traceback text.
+    ``exception``: the original exception object (same type, message and attributes).  For
+    a thread worker it is the very object user code raised, with its own ``__traceback__``;
+    for a process worker it was rebuilt in the parent and its ``__cause__`` is a
+    :class:`RemoteTraceback` with the child's traceback text.  A failure of queuepipe's own
+    (a dead or stalled worker process, a failed HDF5 read, a sample that does not match the
+    spec) is a :class:`QueuepipeError` here.
+    ``worker_index`` / ``worker_count``: worker ``worker_index`` of ``worker_count`` (from 0,
+    as :func:`queuepipe.worker_info`); ``mode``: ``"thread"`` or ``"process"``;
+    ``traceback_text``: where in the worker it was raised, formatted.
     """
 
     def __init__(self, exception: BaseException, worker_index: int, worker_count: int,
@@ -194,11 +228,72 @@ class WorkerFailure:
         return f"{self.where} failed: {type(self.exception).__name__}: {self.exception}"
 
     def to_raise(self) -> BaseException:
-        """The original exception, annotated once with the failing worker's identity."""
+        """The original exception as queuepipe raises it (in ``sess.run``'s gate and from
+        ``running()``): :attr:`exception`, annotated once with the failing worker's identity."""
         if not self._noted:
             add_note(self.exception, f"(raised in {self.where}; queuepipe stopped the pipeline)")
             self._noted = True
         return self.exception
+
+    def __repr__(self) -> str:
+        return f"<queuepipe.WorkerFailure {self.where}: {type(self.exception).__name__}: {self.exception}>"
+
+
+def worker_failure(error: BaseException, pipeline: Optional["Pipeline"] = None) -> Optional[WorkerFailure]:
+    """The :class:`WorkerFailure` behind ``error``, or None when none is.
+
+    ``error``: the ``tf.errors.OpError`` a ``sess.run`` raised because a worker failed (its
+    failing op is the pipeline's error gate, which names the pipeline), or the original
+    exception itself (``running()`` raises it; give ``pipeline`` then).  ``pipeline``: look
+    only at this pipeline's failure -- needed when ``error`` names no op (an error made or
+    re-raised elsewhere).  The failure is the pipeline's current run's: it is there until
+    the pipeline's next run starts (a new session), even after ``running()`` has ended."""
+    failure = _failure_to_match(error, pipeline)
+    if failure is None:
+        return None
+    if error is failure.exception:
+        return failure
+    if _is_op_error(error) and type(failure.exception).__name__ in str(getattr(error, "message", "")):
+        return failure  # the gate's message always carries the original type
+    return None
+
+
+def original_error(error: BaseException, pipeline: Optional["Pipeline"] = None) -> BaseException:
+    """The original exception of the worker failure behind ``error`` (see :func:`worker_failure`),
+    as ``running()`` raises it -- or ``error`` itself when no worker failure is behind it.
+
+    So ``except tf.errors.OpError as e: raise queuepipe.original_error(e) from e`` raises the
+    user's own exception (``KeyError``, ``RecordError``...) for a failed worker and leaves
+    every other error as it was."""
+    failure = worker_failure(error, pipeline)
+    return failure.to_raise() if failure is not None else error
+
+
+def _failure_to_match(error: BaseException, pipeline: Optional["Pipeline"]) -> Optional[WorkerFailure]:
+    """The failure ``error`` may report: ``pipeline``'s, or that of the pipeline whose op the
+    ``OpError`` names; None when the op belongs to another pipeline than ``pipeline``."""
+    op = getattr(error, "op", None) if _is_op_error(error) else None
+    runner = _runner_of(op)
+    if pipeline is None:
+        return runner.runtime.failure if runner is not None else None
+    if runner is not None and runner is not pipeline.runner:
+        return None  # the error gate of another pipeline
+    return pipeline.failure
+
+
+def _is_op_error(error: Any) -> bool:
+    """Whether ``error`` is a ``tf.errors.OpError`` (only if TensorFlow is imported already)."""
+    tf = sys.modules.get("tensorflow")
+    errors = getattr(tf, "errors", None)
+    return errors is not None and isinstance(error, errors.OpError)
+
+
+def _runner_of(op: Any) -> Any:
+    """The queuepipe queue runner whose pipeline ``op`` belongs to, or None."""
+    if op is None:
+        return None
+    from .tf.session import runner_of_op  # TensorFlow is imported: ``op`` is one of its ops
+    return runner_of_op(op)
 
 
 class EndOfStream(Exception):

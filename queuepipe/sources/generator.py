@@ -156,12 +156,17 @@ class GeneratorSource:
         while not exhausted:
             items: List[Any] = []
             started = time.monotonic()
-            for item in iterator:
-                items.append(_detached(item))
-                if len(items) >= self.chunk_rows or time.monotonic() - started > self.time_budget:
-                    break
-            else:
-                exhausted = True
+            try:
+                for item in iterator:
+                    items.append(_detached(item))
+                    if len(items) >= self.chunk_rows or time.monotonic() - started > self.time_budget:
+                        break
+                else:
+                    exhausted = True
+            except Exception:
+                if items:  # the samples before the failure are data: hand them over, then fail
+                    yield "samples", items, f"{where}, items {count}..{count + len(items) - 1}"
+                raise
             if items:
                 yield "samples", items, f"{where}, items {count}..{count + len(items) - 1}"
                 count += len(items)

@@ -171,7 +171,8 @@ class Pipeline:
 
     @property
     def failure(self):
-        """The first worker failure of the current run, or None."""
+        """The run's first failure, a :class:`queuepipe.WorkerFailure` (``.exception`` is the
+        original exception), or None; kept until the next run starts."""
         return self.runtime.failure
 
     def size(self) -> tf.Tensor:

@@ -10,6 +10,16 @@ Per session start (one *run* of the workers) it creates one enqueue thread per w
 and one watcher thread, and registers the run with :mod:`.interrupt` (Ctrl-C while the
 main thread is blocked in ``sess.run``, interpreter exit).  The shutdown order is written
 once, in DESIGN.md ("Shutdown").
+
+Stopping logs nothing when nothing failed.  A stop races with its closers and with the
+session's own close, so the runner's own ops may fail there (a closed session, a cancelled
+run); it expects that and goes on.  Two rules keep those expected failures out of the logs:
+its close ops close a queue only if it is open (``close_if_open``: a plain close of a
+closed queue fails, ``CANCELLED: ... is already closed``, which TF logs; a close that
+cancels pending enqueues does not fail there), and it runs its own ops through callables
+(:func:`run_quietly`, as the enqueue ops already are), never through ``sess.run``, which a
+session subclass may log: ``tf.test.TestCase``'s sessions log every failed ``run`` as an
+ERROR (``test_testcase_logging.py``).
 """
 from __future__ import annotations
 
@@ -129,9 +139,9 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
     def cancel(self, sess) -> None:
         """Close the queue (and the staging's tokens and tickets), cancelling pending enqueues:
         a dequeue waiting on an empty queue fails at once, a blocked enqueue ends."""
-        sess.run(self.cancel_op)
+        run_quietly(sess, self.cancel_op)
         if self.staging is not None:
-            sess.run(self.staging.cancel_op)
+            run_quietly(sess, self.staging.cancel_op)
 
     def _enqueue_loop(self, sess, index: int, coord, threads_of_run: _RunThreads) -> None:
         """One worker's thread: wait for its next block here (``prefetch``: in thread mode the
@@ -140,8 +150,11 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
         queue was cancelled), the run stops or the coordinator stops.
 
         The last thread of a run to end orderly closes the queue (the remaining batches are
-        delivered, then ``OutOfRangeError``).  Any other error stops the
-        coordinator with it (or, without one, is recorded and raised), as TF's runner does."""
+        delivered, then ``OutOfRangeError``); a stop seen between enqueues is an orderly end
+        too, so the queue is closed even when every thread ends before the watcher looks
+        (``Pipeline.close()`` under ``start_queue_runners`` left a consumer waiting for good).
+        Any other error stops the coordinator with it (or, without one, is recorded and
+        raised), as TF's runner does."""
         run = threads_of_run.run
         ended_orderly = False
         try:
@@ -153,6 +166,7 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
                 except self.queue_closed_exception_types:
                     ended_orderly = True
                     return
+            ended_orderly = True
         except Exception as exc:  # noqa: BLE001
             self._report_error(exc, coord)
             if coord is None:
@@ -163,7 +177,7 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
                 last = threads_of_run.alive == 0
             if last and ended_orderly:
                 try:
-                    sess.run(self.close_op)
+                    run_quietly(sess, self.close_op)
                 except Exception:  # noqa: BLE001 - the session is closing, or the queue is closed
                     pass
 
@@ -184,7 +198,7 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
         staging = self.staging
         try:
             move = sess.make_callable(staging.move_op)
-            sess.run(staging.fill_op)
+            run_quietly(sess, staging.fill_op)
             while not run.stop.is_set() and not (coord is not None and coord.should_stop()):
                 move()
         except (tf.errors.OutOfRangeError, tf.errors.CancelledError):
@@ -195,7 +209,7 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
                 raise
         finally:
             try:
-                sess.run(staging.close_op)
+                run_quietly(sess, staging.close_op)
             except Exception:  # noqa: BLE001 - the session is closing, or the tickets are closed
                 pass
 
@@ -264,40 +278,50 @@ class PipelineQueueRunner(tf1.train.QueueRunner):
         if self.drain_op is None or self.capacity_batches is None:
             return False
         try:
-            size = sess.make_callable(self.queue_size)
             if self.staging is not None:
-                sess.run(self.staging.close_tokens_op)
+                run_quietly(sess, self.staging.close_tokens_op)
             deadline = time.monotonic() + QUIET_STOP_SECONDS
-            drain_options = tf1.RunOptions(timeout_in_ms=DRAIN_WAIT_MS)
             enqueuing = working[:len(self.enqueue_ops)]  # the stager, if any, comes last
-            while any(t.is_alive() for t in enqueuing):
-                if time.monotonic() > deadline:
-                    return False
-                if size() >= self.capacity_batches:
-                    try:
-                        sess.run(self.drain_op, options=drain_options)
-                    except tf.errors.DeadlineExceededError:  # the consumer took it first
-                        pass
-                else:
-                    for t in enqueuing:
-                        t.join(0.005)
-            sess.run(self.close_op)  # the stager's wait for a batch, if any, ends here
+            if not self._drain_until_ended(sess, enqueuing, deadline):
+                return False
+            run_quietly(sess, self.close_op)  # the stager's wait for a batch, if any, ends here
             for t in working[len(self.enqueue_ops):]:
                 t.join(max(0.0, deadline - time.monotonic()))
                 if t.is_alive():
                     return False
             if self.staging is not None:
-                sess.run(self.staging.close_op)
+                run_quietly(sess, self.staging.close_op)
             return True
         except Exception:  # noqa: BLE001 - the session is closed, or closing: cancel instead
             return False
+
+    def _drain_until_ended(self, sess, enqueuing: List[threading.Thread], deadline: float) -> bool:
+        """Make room in a full queue, one batch at a time, until every enqueue thread has ended
+        (True) or ``deadline`` has passed (False).  The drain's wait is bounded; when the
+        consumer takes the batch first it fails with ``DeadlineExceededError`` -- through a
+        callable, so no session subclass logs that as an error (:func:`run_quietly`)."""
+        size = sess.make_callable(self.queue_size)
+        drain = sess.make_callable(self.drain_op, accept_options=True)
+        drain_options = tf1.RunOptions(timeout_in_ms=DRAIN_WAIT_MS)
+        while any(t.is_alive() for t in enqueuing):
+            if time.monotonic() > deadline:
+                return False
+            if size() >= self.capacity_batches:
+                try:
+                    drain(options=drain_options)
+                except tf.errors.DeadlineExceededError:  # the consumer took it first
+                    pass
+            else:
+                for t in enqueuing:
+                    t.join(0.005)
+        return True
 
     def _report_failure(self, sess) -> threading.Thread:
         """Put the run's failure in the queue from a thread of its own (the enqueue waits while
         the queue is full; the cancel op at stop ends that wait)."""
         def enqueue_failure():
             try:
-                sess.run(self.failure_op)
+                run_quietly(sess, self.failure_op)
             except Exception:  # noqa: BLE001 - cancelled at stop, or the session closed
                 pass
         t = threading.Thread(target=enqueue_failure, name=f"{THREAD_PREFIX}-{self.pipeline_name}-failure",
@@ -319,6 +343,15 @@ def inline_callable(sess, op) -> Callable[[], object]:
     run = sess.make_callable(op, accept_options=True)
     options = tf1.RunOptions(inter_op_thread_pool=-1)
     return lambda: run(options=options)
+
+
+def run_quietly(sess, op) -> None:
+    """Run one of the runner's own ops (close, cancel, drain, stage) once, through a callable
+    rather than ``sess.run``.  Its failures at a stop are expected and handled by the caller;
+    a session subclass's ``run`` -- ``tf.test.TestCase``'s ``ErrorLoggingSession`` logs every
+    failed run as an ERROR -- would report them as errors although nothing failed.  Raises
+    what the run raises (``RuntimeError`` for a closed session)."""
+    sess.make_callable(op)()
 
 
 def _still_open(probe) -> bool:

@@ -29,6 +29,23 @@ def pipeline_runners(graph) -> List[PipelineQueueRunner]:
             if isinstance(qr, PipelineQueueRunner)]
 
 
+def runner_of_op(op) -> Optional[PipelineQueueRunner]:
+    """The runner of the queuepipe pipeline ``op`` belongs to (every op of a pipeline -- its
+    queue, error gates, staging -- is in the pipeline's name scope), or None.  For
+    :func:`queuepipe.worker_failure`: the op a ``sess.run`` error names is the gate that
+    raised it."""
+    name = getattr(op, "name", None)
+    graph = getattr(op, "graph", None)
+    if not name or graph is None:
+        return None
+    found, longest = None, -1
+    for qr in pipeline_runners(graph):
+        scope = qr.queue.queue_ref.op.name.rpartition("/")[0]
+        if scope and name.startswith(scope + "/") and len(scope) > longest:  # nested scopes: the innermost
+            found, longest = qr, len(scope)
+    return found
+
+
 def selected_runners(graph, pipelines: Union[Any, Iterable[Any]]) -> List[PipelineQueueRunner]:
     """The runners of ``pipelines`` (a Pipeline or an iterable of them, each once, in order),
     refused with a clear error unless every one is a queuepipe pipeline of ``graph``."""

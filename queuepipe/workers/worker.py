@@ -11,7 +11,7 @@ import dataclasses
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, NoReturn, Optional
 
 import numpy as np
 
@@ -33,7 +33,14 @@ class WorkerLoop:
     the batcher ends an epoch before the next begins (see :mod:`.delivery`).
     ``stop``: the run's stop event (thread workers): looked at between chunks, so a worker
     whose source is slow (a row every second, a batch every minute) ends within one chunk
-    of a stop instead of after the block it is filling."""
+    of a stop instead of after the block it is filling.
+
+    A failing source loses no whole batch: its exception ends the chunk stream
+    (:meth:`_until_failure`), the batcher hands out, block by block, every whole batch of
+    the rows it holds (shuffle buffer included), and only the call after the last of them
+    raises the failure.  The rows left over (fewer than a batch, the final tail) are dropped:
+    they were never a batch, and after a failure nothing follows them but the failure
+    (DESIGN.md, Guarantees 3)."""
 
     def __init__(self, source: Source, batcher: Batcher, info: wi.WorkerInfo,
                  allocate: BlockAllocator = aligned_block, epochs_in_order: bool = True,
@@ -50,6 +57,7 @@ class WorkerLoop:
         self.progress = wi.Progress()  # watched when the pipeline has a stall_timeout
         self._blocks: Optional[Iterator[Block]] = None
         self._ended = False  # the source is exhausted or failed: nothing more will come
+        self._failure: Optional[WorkerFailure] = None  # the source's failure, raised once its whole batches are out
 
     @property
     def where(self) -> str:
@@ -76,20 +84,55 @@ class WorkerLoop:
                                                      self._resume, self._remaining)
                     else:
                         chunks = self._source.chunks(self.where, self._on_epoch, self._allocate)
-                    self._blocks = self._batcher.blocks(self._marked(chunks))
-                return next(self._blocks)
+                    self._blocks = self._batcher.blocks(self._marked(self._until_failure(chunks)))
+                block = next(self._blocks)
             except StopIteration:
                 self._ended = True
+                if self._failure is not None:
+                    raise FailureSignal(self._failure) from None
                 raise EndOfStream() from None
             except BaseException as exc:  # noqa: BLE001 - every failure must reach the user
                 self._ended = True
                 self._blocks = None
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                     raise
-                raise FailureSignal(WorkerFailure(exc, self.info.index, self.info.count,
-                                                  self.info.mode)) from None
+                raise FailureSignal(self._failure or self._failure_of(exc)) from None
             finally:
                 progress.busy_since = None
+        if block.tail and self._failure is not None:
+            self._fail_after(block)
+        return block
+
+    def _failure_of(self, exc: BaseException) -> WorkerFailure:
+        return WorkerFailure(exc, self.info.index, self.info.count, self.info.mode)
+
+    def _fail_after(self, tail: Block) -> NoReturn:
+        """The source failed and ``tail`` -- the rows left after its last whole batch -- is the
+        batcher's last block: drop it and raise the failure now."""
+        self.close()
+        raise FailureSignal(self._failure)
+
+    def _until_failure(self, chunks: Iterable[List[np.ndarray]]) -> Iterator[List[np.ndarray]]:
+        """The source's chunks until it raises; its exception is then kept (with the traceback
+        of where it was raised) and the stream ends as if exhausted, so the batcher first hands
+        out the whole batches it holds (see the class doc)."""
+        iterator = iter(chunks)
+        try:
+            while True:
+                try:
+                    cols = next(iterator)
+                except StopIteration:
+                    return
+                except (KeyboardInterrupt, SystemExit, GeneratorExit):
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - every failure must reach the user
+                    self._failure = self._failure_of(exc)
+                    return
+                yield cols
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()  # stopped early (a stop, close()): the source's finally blocks run now
 
     def _producing(self) -> str:
         return f"{self.where}, epoch {self.info.epoch}: producing a block (in the source)"

@@ -25,7 +25,7 @@ import numpy as np
 from ...errors import EndOfStream, FailureSignal
 from .. import info as wi
 from ..buffers import Block, Wanted, aligned_block
-from .protocol import BlockInline, BlockInSlot, Doing, End, Failed, Free, Setup
+from .protocol import BlockInline, BlockInSlot, Doing, End, Failed, Free, Setup, pickled_exception
 from .slots import CHILD_RESERVE, SlotArena
 
 PARENT_POLL_SECONDS = 0.5
@@ -70,13 +70,9 @@ def _load_parent_main(main_info: dict) -> None:
 
 
 def _failed(exc: BaseException, traceback_text: str) -> Failed:
-    """The :class:`Failed` message for ``exc`` (pickled when it round-trips, else by type and text)."""
-    try:
-        data: Optional[bytes] = pickle.dumps(exc)
-        pickle.loads(data)
-    except Exception:
-        data = None
-    return Failed(data, type(exc).__name__, str(exc), traceback_text)
+    """The :class:`Failed` message for ``exc``: the exception itself when it can be rebuilt in
+    the parent (:func:`.protocol.pickled_exception`), always its type, text and traceback."""
+    return Failed(pickled_exception(exc), type(exc).__name__, str(exc), traceback_text)
 
 
 class Shipper:

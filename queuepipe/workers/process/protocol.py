@@ -9,8 +9,9 @@ as the last message.  The slot protocol these carry is in DESIGN.md ("The slot p
 """
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -71,8 +72,9 @@ class End:
 
 @dataclass(frozen=True)
 class Failed:
-    """The worker failed; its last message.  ``exception`` is the pickled exception, or None
-    when it does not pickle (the parent then rebuilds a RuntimeError from type and text)."""
+    """The worker failed; its last message.  ``exception`` is the exception as
+    :func:`pickled_exception` packs it, or None when it cannot travel (the parent then
+    rebuilds a RuntimeError from type and text)."""
 
     exception: Optional[bytes]
     type_name: str
@@ -85,3 +87,47 @@ class Free:
     """Parent -> child: TensorFlow is done with ``slot``; the child may write it again."""
 
     slot: int
+
+
+def pickled_exception(exc: BaseException) -> Optional[bytes]:
+    """``exc`` as bytes the parent unpickles into an exception of the same class, ``args`` and
+    attributes (``__notes__`` included), or None when it cannot be rebuilt.
+
+    Pickle's own way first; it calls ``cls(*args)``, which fails for the common user exception
+    whose constructor takes more than its message (``RecordError(msg, record)``).  Then by
+    state: the class, ``args`` and ``__dict__``, rebuilt without calling ``__init__``
+    (:func:`rebuild_exception`).  Either is checked by unpickling it here first.  The chain
+    (``__cause__``, ``__context__``) and the traceback do not travel: the parent gets the
+    child's traceback text instead."""
+    for pack in (pickle.dumps, _pickled_by_state):
+        try:
+            data = pack(exc)
+            pickle.loads(data)
+            return data
+        except Exception:  # noqa: BLE001 - try the next way, or give up (the caller falls back)
+            continue
+    return None
+
+
+def rebuild_exception(cls: type, args: Tuple[Any, ...], state: Dict[str, Any]) -> BaseException:
+    """An exception of class ``cls`` with ``args`` and the attributes ``state``, made without
+    calling ``cls.__init__`` (the parent's side of :func:`pickled_exception`)."""
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
+
+
+class _ByState:
+    """Pickles as a call of :func:`rebuild_exception` for the exception it wraps."""
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+    def __reduce__(self):
+        exc = self.exc
+        return rebuild_exception, (type(exc), tuple(exc.args), dict(getattr(exc, "__dict__", {})))
+
+
+def _pickled_by_state(exc: BaseException) -> bytes:
+    return pickle.dumps(_ByState(exc))
