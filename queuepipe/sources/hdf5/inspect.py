@@ -19,9 +19,7 @@ tuple of datasets a compound dataset is refused (use a dict).
 """
 from __future__ import annotations
 
-import glob
 import os
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple, Type
@@ -31,6 +29,7 @@ import numpy as np
 from h5py import h5d, h5f, h5t, h5z
 
 from ...spec import pack_structure
+from ..files import resolve_paths
 from .chunk_decode import DecodedChunks
 from .chunk_table import external_raw_files, shorter_than_data
 from .h5py_rows import H5pyRows
@@ -54,7 +53,6 @@ SUPPORTED_NUMERIC = {np.dtype(t) for t in ("bool", "int8", "int16", "int32", "in
                                             "uint32", "uint64", "float16", "float32", "float64",
                                             "complex64", "complex128")}
 STRING_ROW_BYTES = 64  # a guess at a string's size, for read planning only
-_GLOB = re.compile(r"[*?\[]")
 # The ways a worker can read a dataset's rows, in the order it tries them (see
 # reader.RowReader); each says for itself whether it applies.  h5py reads anything.
 READERS: Tuple[Type["RowReader"], ...] = (RawRows, DecodedChunks, H5pyRows)
@@ -144,37 +142,9 @@ def read_path_names(layout: Layout, file_index: int) -> List[str]:
 def resolve_files(files: Any) -> List[str]:
     """A path, a glob or a list of them -> existing absolute paths, in the given order.
 
-    A glob's matches are sorted by name; a pattern that matches nothing is an error.
-    """
-    if isinstance(files, (str, bytes, os.PathLike)):
-        items = [files]
-    else:
-        try:
-            items = list(files)
-        except TypeError:
-            raise HDF5TypeError(f"files must be a path, a glob pattern or a list of paths, "
-                                f"got {type(files).__name__}") from None
-    if not items:
-        raise HDF5InputError("files is empty: pass at least one HDF5 file")
-    paths: List[str] = []
-    for item in items:
-        try:
-            path = os.fsdecode(os.fspath(item))
-        except TypeError:
-            raise HDF5TypeError(f"files: {item!r} is not a path") from None
-        if not os.path.exists(path) and _GLOB.search(path):
-            matches = sorted(glob.glob(path))
-            if not matches:
-                raise HDF5FileNotFoundError(f"{path}: no file matches this glob pattern")
-            paths.extend(matches)
-        else:
-            paths.append(path)
-    for path in paths:
-        if not os.path.exists(path):
-            raise HDF5FileNotFoundError(f"{path}: no such file")
-        if os.path.isdir(path):
-            raise HDF5InputError(f"{path}: is a directory, not an HDF5 file")
-    return [os.path.abspath(p) for p in paths]
+    A glob's matches are sorted by name; a pattern that matches nothing is an error."""
+    return resolve_paths(files, "HDF5", type_error=HDF5TypeError, input_error=HDF5InputError,
+                         not_found=HDF5FileNotFoundError)
 
 
 def open_checked(path: str):
