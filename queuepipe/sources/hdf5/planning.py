@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -183,6 +183,56 @@ def exact_chunks(segments: Iterable[Tuple[int, int]], rows: int) -> Iterator[Lis
                 pending, have = [], 0
     if pending:
         yield pending
+
+
+def worker_ranges(size: int, block_rows: int, seed: int, shuffle: bool, epoch: int, index: int,
+                  count: int) -> List[Tuple[int, int]]:
+    """The position ranges worker ``index`` of ``count`` reads in ``epoch``, in order: the
+    epoch's blocks in :func:`epoch_order`, every ``count``-th from ``index``."""
+    mine = epoch_order(count_blocks(size, block_rows), seed, epoch, shuffle)[index::count].tolist()
+    return [(b * block_rows, min(size, (b + 1) * block_rows)) for b in mine]
+
+
+def dealt_chunks(size: int, block_rows: int, seed: int, shuffle: bool, num_epochs: Optional[int],
+                 overlap_epochs: bool, index: int, count: int, on_epoch: Callable[[int], None],
+                 first_epoch: int = 0, remaining: Optional[Dict[int, np.ndarray]] = None
+                 ) -> Iterator[Union[List[Tuple[int, int]], np.ndarray]]:
+    """The selection positions of each chunk worker ``index`` of ``count`` reads, epoch after
+    epoch -- every source that deals blocks of positions (HDF5, record files) deals them so.
+
+    Chunks are exactly ``block_rows`` positions, except each epoch's last when epochs are
+    delivered in order (an epoch's rows never share a chunk with the next's) -- or only the
+    very last with ``overlap_epochs`` (a short block is topped up from the next epoch's
+    first).  ``on_epoch(e)`` is called before the first chunk of epoch ``e``.  Resumed:
+    epochs before ``first_epoch`` are skipped, and an epoch in ``remaining`` gives its
+    positions as arrays in delivery order (chunks of ``block_rows``)."""
+    remaining = remaining or {}
+
+    def epochs(first: int) -> Iterator[Tuple[int, List[Tuple[int, int]]]]:
+        if index >= count_blocks(size, block_rows):
+            return  # more workers than blocks: nothing for this one, in any epoch
+        epoch = first
+        while num_epochs is None or epoch < num_epochs:
+            yield epoch, worker_ranges(size, block_rows, seed, shuffle, epoch, index, count)
+            epoch += 1
+
+    on_epoch(first_epoch)
+    if not overlap_epochs:
+        for epoch, ranges in epochs(first_epoch):
+            on_epoch(epoch)
+            if epoch in remaining:
+                left = remaining[epoch]
+                for start in range(0, len(left), block_rows):
+                    yield left[start:start + block_rows]
+                continue
+            yield from exact_chunks(ranges, block_rows)
+        return
+
+    def run_on() -> Iterator[Tuple[int, int]]:
+        for epoch, ranges in epochs(0):
+            on_epoch(epoch)  # approximate here: exact_chunks reads ahead to fill a chunk
+            yield from ranges
+    yield from exact_chunks(run_on(), block_rows)
 
 
 # -- the reads of one block -----------------------------------------------------------------------

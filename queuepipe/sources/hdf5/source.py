@@ -27,7 +27,8 @@ from ...workers.info import note_activity, worker_info
 from ...workers.resume import ResumePoint, SelectionLedger
 from .chunk_decode import inflater
 from .inspect import Layout, filter_available, needs_inflater, reads_plain_rows
-from .planning import Geometry, choose_block_batches, count_blocks, epoch_order, exact_chunks, geometry, plan_reads
+from .planning import (Geometry, choose_block_batches, count_blocks, dealt_chunks, exact_chunks, geometry,
+                       plan_reads, worker_ranges)
 from .reader import WorkerFiles
 from .selection import Selection, ids_to_runs, runs_to_ids
 
@@ -88,21 +89,9 @@ class HDF5Source:
         return count_blocks(self.selection.size, self.block_rows)
 
     # -- the worker side -------------------------------------------------------------------------
-    def epochs(self, index: int, count: int, first: int = 0) -> Iterator[Tuple[int, Segments]]:
-        """(epoch, the position ranges worker ``index`` of ``count`` reads in it), epoch after
-        epoch from ``first``."""
-        if index >= self.n_blocks:
-            return  # more workers than blocks: nothing for this one, in any epoch
-        epoch = first
-        while self.num_epochs is None or epoch < self.num_epochs:
-            yield epoch, self.ranges(index, count, epoch)
-            epoch += 1
-
     def ranges(self, index: int, count: int, epoch: int) -> Segments:
         """The position ranges worker ``index`` of ``count`` reads in ``epoch``, in order."""
-        blocks, size, rows = self.n_blocks, self.selection.size, self.block_rows
-        mine = epoch_order(blocks, self.seed, epoch, self.shuffle)[index::count].tolist()
-        return [(b * rows, min(size, (b + 1) * rows)) for b in mine]
+        return worker_ranges(self.selection.size, self.block_rows, self.seed, self.shuffle, epoch, index, count)
 
     def remaining(self, resume: ResumePoint, index: int, count: int, order_of: OrderOf) -> Dict[int, np.ndarray]:
         """For each epoch used in part: the positions worker ``index`` of ``count`` still has to
@@ -120,34 +109,12 @@ class HDF5Source:
     def worker_chunks(self, index: int, count: int, on_epoch: Callable[[int], None],
                       resume: Optional[ResumePoint] = None, remaining: Optional[Dict[int, np.ndarray]] = None
                       ) -> Iterator[Piece]:
-        """The position ranges of each chunk worker ``index`` of ``count`` reads: exactly
-        ``block_rows`` positions, except each epoch's last chunk when epochs are delivered in
-        order (an epoch's rows never share a chunk with the next's) -- or only the very last
-        with ``overlap_epochs`` (a short block is topped up from the next epoch's first).
-        ``on_epoch(e)`` is called before the first chunk of epoch ``e``.
-
-        Resumed (``resume``): epochs before ``resume.first_epoch`` are skipped, and an epoch
-        in ``remaining`` gives its positions as arrays in delivery order (chunks of
-        ``block_rows``)."""
-        first = resume.first_epoch if resume is not None else 0
-        remaining = remaining or {}
-        on_epoch(first)
-        if not self.overlap_epochs:
-            for epoch, ranges in self.epochs(index, count, first):
-                on_epoch(epoch)
-                if epoch in remaining:
-                    left = remaining[epoch]
-                    for start in range(0, len(left), self.block_rows):
-                        yield left[start:start + self.block_rows]
-                    continue
-                yield from exact_chunks(ranges, self.block_rows)
-            return
-
-        def run_on() -> Iterator[Tuple[int, int]]:
-            for epoch, ranges in self.epochs(index, count):
-                on_epoch(epoch)  # approximate here: exact_chunks reads ahead to fill a chunk
-                yield from ranges
-        yield from exact_chunks(run_on(), self.block_rows)
+        """The positions of each chunk worker ``index`` of ``count`` reads
+        (:func:`planning.dealt_chunks`); resumed (``resume``), from ``resume.first_epoch``,
+        with the epochs in ``remaining`` as arrays of positions in delivery order."""
+        return dealt_chunks(self.selection.size, self.block_rows, self.seed, self.shuffle, self.num_epochs,
+                            self.overlap_epochs, index, count, on_epoch,
+                            first_epoch=resume.first_epoch if resume is not None else 0, remaining=remaining)
 
     def chunks(self, where: str, on_epoch: Callable[[int], None],
                allocate: BlockAllocator = aligned_block, resume: Optional[ResumePoint] = None,

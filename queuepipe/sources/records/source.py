@@ -25,7 +25,7 @@ from ...options import BLOCK_TARGET_BYTES, PipelineOptions, Sizes, resolved_size
 from ...spec import Spec
 from ...workers.buffers import BlockAllocator, aligned_block
 from ...workers.info import note_activity, worker_info
-from ..hdf5.planning import count_blocks, epoch_order, exact_chunks
+from ..hdf5.planning import dealt_chunks  # the same dealing as the HDF5 source's
 from ..hdf5.selection import Selection
 from .example_proto import ExampleDecoder, FeatureSpec
 from .fixed_length import FixedLengthLayout, read_into
@@ -134,39 +134,6 @@ class TFRecordFormat:
         return self.decoder.decode(buf, starts.tolist(), stops.tolist(), locate, allocate)
 
 
-def dealt_chunks(size: int, block_rows: int, seed: int, shuffle: bool, num_epochs: Optional[int],
-                 overlap_epochs: bool, index: int, count: int, on_epoch: Callable[[int], None]
-                 ) -> Iterator[List[Tuple[int, int]]]:
-    """The selection position ranges of each chunk worker ``index`` of ``count`` reads, epoch
-    after epoch: the same dealing as ``HDF5Source.worker_chunks`` (every epoch's blocks, in
-    ``epoch_order``, every ``count``-th from ``index``; chunks of exactly ``block_rows``
-    positions except each epoch's last, or only the very last with ``overlap_epochs``).
-    ``on_epoch(e)`` is called before the first chunk of epoch ``e``."""
-    blocks = count_blocks(size, block_rows)
-
-    def epochs() -> Iterator[Tuple[int, List[Tuple[int, int]]]]:
-        if index >= blocks:
-            return  # more workers than blocks: nothing for this one, in any epoch
-        epoch = 0
-        while num_epochs is None or epoch < num_epochs:
-            mine = epoch_order(blocks, seed, epoch, shuffle)[index::count].tolist()
-            yield epoch, [(b * block_rows, min(size, (b + 1) * block_rows)) for b in mine]
-            epoch += 1
-
-    on_epoch(0)
-    if not overlap_epochs:
-        for epoch, ranges in epochs():
-            on_epoch(epoch)
-            yield from exact_chunks(ranges, block_rows)
-        return
-
-    def run_on() -> Iterator[Tuple[int, int]]:
-        for epoch, ranges in epochs():
-            on_epoch(epoch)
-            yield from ranges
-    yield from exact_chunks(run_on(), block_rows)
-
-
 class RecordSource:
     """Column chunks of the selected records of record files, for one worker at a time.
 
@@ -174,7 +141,7 @@ class RecordSource:
     selection: the record ids delivered each epoch, in order (a ``Selection`` over the
         concatenation of the files' records).
     block_rows / shuffle / seed / num_epochs / overlap_epochs: how blocks are dealt
-        (:func:`dealt_chunks`).
+        (:func:`~queuepipe.sources.hdf5.planning.dealt_chunks`).
     spec: the pipeline's output structure (``fmt.spec`` without ``map_fn``).
     map_fn / map_per_sample: numpy preprocessing of each chunk (or sample) in the worker.
     """
