@@ -202,22 +202,7 @@ def from_hdf5(files: Any, datasets: Any, *, rows: Any = None, batch_size: int, w
         raise ArgumentError("resumable=True needs epochs in order (overlap_epochs=False): with overlapping "
                             "epochs a worker may run several epochs ahead, and the position would have to "
                             "remember every one of them")
-    if map_fn is None and (output_types is not None or output_shapes is not None or map_per_sample):
-        raise ArgumentError("output_types / output_shapes / map_per_sample describe map_fn's results; "
-                            "without map_fn the batch structure comes from the datasets")
-    if map_fn is not None and not callable(map_fn):
-        raise ArgumentTypeError(f"map_fn must be callable, got {type(map_fn).__name__}")
-    if map_fn is not None and output_types is None:
-        raise ArgumentError("map_fn needs output_types (and ideally output_shapes) describing what it "
-                            "returns, as in from_generator")
-    if map_fn is not None and mode == "process":
-        try:
-            pickle.dumps(map_fn)
-        except Exception as exc:
-            raise ArgumentTypeError(
-                f"mode='process' sends map_fn to each worker process: map_fn must be picklable, "
-                f"but pickling failed: {exc}. Use a top-level function or functools.partial(top_level_fn, "
-                f"...), not a lambda or nested function") from None
+    check_map_fn(map_fn, output_types, output_shapes, map_per_sample, mode, structure_from="the datasets")
     shard = _check_shard(shard)
 
     from .build import build, check_graph_mode
@@ -302,6 +287,30 @@ def _check_resumable_generator(generator: Any, options: PipelineOptions) -> None
             f"epoch's end the workers' leftover rows are merged and re-cut into batches, so a worker's count of "
             f"used samples would no longer say which ones were used. Use num_epochs=1 (the default; an endless "
             f"generator is one endless epoch), overlap_epochs=True, or one worker")
+
+
+def check_map_fn(map_fn: Any, output_types: Any, output_shapes: Any, map_per_sample: bool, mode: str, *,
+                 structure_from: str) -> None:
+    """A file source's ``map_fn`` and the arguments describing its results, checked at build
+    time (``structure_from``: where the batch structure comes from without one)."""
+    if map_fn is None and (output_types is not None or output_shapes is not None or map_per_sample):
+        raise ArgumentError("output_types / output_shapes / map_per_sample describe map_fn's results; "
+                            f"without map_fn the batch structure comes from {structure_from}")
+    if map_fn is None:
+        return
+    if not callable(map_fn):
+        raise ArgumentTypeError(f"map_fn must be callable, got {type(map_fn).__name__}")
+    if output_types is None:
+        raise ArgumentError("map_fn needs output_types (and ideally output_shapes) describing what it "
+                            "returns, as in from_generator")
+    if mode == "process":
+        try:
+            pickle.dumps(map_fn)
+        except Exception as exc:
+            raise ArgumentTypeError(
+                f"mode='process' sends map_fn to each worker process: map_fn must be picklable, "
+                f"but pickling failed: {exc}. Use a top-level function or functools.partial(top_level_fn, "
+                f"...), not a lambda or nested function") from None
 
 
 def _check_shard(shard: Any) -> Optional[Tuple[int, int]]:

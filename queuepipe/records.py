@@ -71,7 +71,6 @@ so worker processes stay TensorFlow-free.
 from __future__ import annotations
 
 import os
-import pickle
 from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -300,24 +299,8 @@ def _options(batch_size, workers, mode, shuffle, min_after_dequeue, seed, num_ep
 
 def _check_map_fn(map_fn, output_types, output_shapes, map_per_sample: bool, mode: str) -> None:
     """``map_fn`` and the arguments describing it, checked as ``from_hdf5`` checks them."""
-    if map_fn is None and (output_types is not None or output_shapes is not None or map_per_sample):
-        raise ArgumentError("output_types / output_shapes / map_per_sample describe map_fn's results; "
-                            "without map_fn the batch structure comes from the records")
-    if map_fn is None:
-        return
-    if not callable(map_fn):
-        raise ArgumentTypeError(f"map_fn must be callable, got {type(map_fn).__name__}")
-    if output_types is None:
-        raise ArgumentError("map_fn needs output_types (and ideally output_shapes) describing what it "
-                            "returns, as in from_generator")
-    if mode == "process":
-        try:
-            pickle.dumps(map_fn)
-        except Exception as exc:
-            raise ArgumentTypeError(
-                f"mode='process' sends map_fn to each worker process: map_fn must be picklable, "
-                f"but pickling failed: {exc}. Use a top-level function or functools.partial(top_level_fn, "
-                f"...), not a lambda or nested function") from None
+    from .api import check_map_fn
+    check_map_fn(map_fn, output_types, output_shapes, map_per_sample, mode, structure_from="the records")
 
 
 def _shard(shard: Any) -> Optional[Tuple[int, int]]:
