@@ -271,11 +271,16 @@ def _enqueue_block(queue, columns, errors, batch_size: int, batches_per_block: i
         return one_batch()
 
     def whole_block():
+        # Every slice is made before the first enqueue, outside the chain: while the queue is
+        # full, each enqueue of the chain is completed by a consumer's dequeue, in the
+        # consumer's thread, and TF runs there what the chain does next -- so only the next
+        # enqueue, not its slices too (BENCHMARKS.md, "W1 against limit-queue").
+        elements = [[t[j * batch_size:(j + 1) * batch_size] for t in columns] + [errors[j]]
+                    for j in range(batches_per_block)]
         previous = None
-        for j in range(batches_per_block):
-            rows = slice(j * batch_size, (j + 1) * batch_size)
+        for j, element in enumerate(elements):
             with tf.control_dependencies([previous] if previous is not None else []):
-                previous = queue.enqueue([t[rows] for t in columns] + [errors[j]], name=f"enqueue_{j}")
+                previous = queue.enqueue(element, name=f"enqueue_{j}")
         with tf.control_dependencies([previous]):
             return tf.constant(True)
 
