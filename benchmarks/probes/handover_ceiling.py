@@ -16,6 +16,8 @@ of the same round:
 - ``hand-over + mmap, 1st pass``: each block's ``X`` a view of one read-only mapping of the
   whole file (F1's chunks are 64-byte aligned, so TF takes the view without a copy), timed
   over the file's first pass only: the page tables fill as the consumer touches the pages;
+- ``hand-over + mmap populated, 1st pass``: the same, the runner filling each block's page
+  tables first (``MADV_POPULATE_READ``), as a reader must for data not in the page cache;
 - ``hand-over + mmap, later passes``: the same mapping over many passes, page tables already
   filled: a zero-copy reader from the second epoch on;
 - ``queuepipe thread x1``: ``from_hdf5`` over F1, in order, repeated epochs.
