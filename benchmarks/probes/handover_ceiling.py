@@ -34,16 +34,15 @@ import json
 import mmap
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
+from .fresh import run_child
+
 B, PER_BLOCK, WIDTH = 128, 16, 1024
 BLOCK_ROWS = B * PER_BLOCK
 WARMUP = 100
@@ -183,12 +182,7 @@ def child(way: str, driver: str, seconds: float) -> dict:
 
 
 def measure(way: str, driver: str, seconds: float) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run([sys.executable, "-m", "benchmarks.probes.handover_ceiling", "--child", way, driver,
-                          str(seconds)], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
-    if out.returncode != 0:
-        raise RuntimeError(f"{way}: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child("benchmarks.probes.handover_ceiling", way, driver, str(seconds))
 
 
 def main() -> None:
@@ -213,7 +207,7 @@ def main() -> None:
         rs = results[way]
         ratios = [r["rows_s"] / b for r, b in zip(rs, base)]
         q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
-        line = (f"{way:32s} {statistics.median(r['rows_s'] for r in rs) / 1e3:6.0f} k rows/s  "
+        line = (f"{way:38s} {statistics.median(r['rows_s'] for r in rs) / 1e3:6.0f} k rows/s  "
                 f"{statistics.median(ratios):.2f} [{q[0]:.2f}-{q[2]:.2f}]")
         if "make_us" in rs[0]:
             line += (f"  runner CPU per block: making it {statistics.median(r['make_us'] for r in rs):.0f} us, "

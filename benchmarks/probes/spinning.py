@@ -20,12 +20,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from .fresh import run_child
+
 B = 128
 
 
@@ -33,7 +31,7 @@ def child(way: str, driver: str, spin: bool, seconds: float) -> float:
     import h5py
     import tensorflow as tf
     import queuepipe
-    from queuepipe.tools.limits import consumer_op, session_step
+    from queuepipe.tools.limits import circulating_queue, consumer_op, session_step
     from benchmarks.data import SIZES, ensure_file
     tf1 = tf.compat.v1
     path = str(ensure_file("F1", SIZES["full"]["F1"], log=lambda m: None))
@@ -43,16 +41,7 @@ def child(way: str, driver: str, spin: bool, seconds: float) -> float:
         if way == "limit-queue":
             with h5py.File(path, "r") as f:
                 batches = [(f["X"][i * B:(i + 1) * B], f["y"][i * B:(i + 1) * B]) for i in range(32)]
-            q = tf1.FIFOQueue(32, [tf.float32, tf.int64], shapes=[list(batches[0][0].shape), [B]])
-            xs, ys = tf1.placeholder(tf.float32, batches[0][0].shape), tf1.placeholder(tf.int64, [B])
-            fill = q.enqueue([xs, ys])
-            x, y = q.dequeue()
-            with tf.control_dependencies([q.enqueue([x, y])]):
-                x, y = tf.identity(x), tf.identity(y)
-            fetch = [consumer_op([x, y]), y]
-            with tf1.Session(config=config) as sess:
-                for bx, by in batches:
-                    sess.run(fill, {xs: bx, ys: by})
+            with circulating_queue(batches, also_fetch=[1], config=config) as (sess, fetch):
                 return _rate(session_step(sess, fetch, driver), seconds)
         pipe = queuepipe.from_hdf5(path, ["X", "y"], batch_size=B, num_epochs=None)
         x, y = pipe.batch
@@ -72,15 +61,8 @@ def _rate(step, seconds: float) -> float:
 
 
 def measure(way: str, driver: str, spin: bool, seconds: float) -> float:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-               TF_CPP_MIN_LOG_LEVEL="2")
-    out = subprocess.run([sys.executable, "-m", "benchmarks.probes.spinning", "--child", way, driver,
-                          "spin" if spin else "nospin", str(seconds)],
-                         capture_output=True, text=True, env=env, cwd=str(REPO), timeout=300)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
-    if out.returncode != 0 or not lines:
-        raise RuntimeError(f"{way} {driver} spin={spin} failed:\n{out.stderr[-2000:]}")
-    return json.loads(lines[-1])["rows_per_s"]
+    return run_child("benchmarks.probes.spinning", way, driver, "spin" if spin else "nospin", str(seconds),
+                     tf_log_level="2")["rows_per_s"]
 
 
 def main() -> None:

@@ -29,16 +29,15 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Callable, Dict, List
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
+from .fresh import run_child
+
 B = 128
 PER_BLOCK = 16
 WAYS = ("limit-queue", "queuepipe thread x1")
@@ -108,7 +107,7 @@ def child(way: str, driver: str, seconds: float) -> dict:
     import h5py
     import tensorflow as tf
     import queuepipe
-    from queuepipe.tools.limits import consumer_op, session_step
+    from queuepipe.tools.limits import circulating_queue, consumer_op, session_step
     from benchmarks.data import SIZES, ensure_file
     tf1 = tf.compat.v1
     path = str(ensure_file("F1", SIZES["full"]["F1"], log=lambda m: None))
@@ -119,16 +118,8 @@ def child(way: str, driver: str, seconds: float) -> dict:
         if way == "limit-queue":
             with h5py.File(path, "r") as f:
                 batches = [(f["X"][i * B:(i + 1) * B], f["y"][i * B:(i + 1) * B]) for i in range(32)]
-            q = tf1.FIFOQueue(32, [tf.float32, tf.int64], shapes=[list(batches[0][0].shape), [B]])
-            xs, ys = tf1.placeholder(tf.float32, batches[0][0].shape), tf1.placeholder(tf.int64, [B])
-            fill = q.enqueue([xs, ys])
-            x, y = q.dequeue()
-            with tf.control_dependencies([q.enqueue([x, y])]):
-                x, y = tf.identity(x), tf.identity(y)
-            with tf1.Session() as sess:
-                for bx, by in batches:
-                    sess.run(fill, {xs: bx, ys: by})
-                return _measure(session_step(sess, [consumer_op([x, y]), y], driver), seconds, split)
+            with circulating_queue(batches, also_fetch=[1]) as (sess, fetch):
+                return _measure(session_step(sess, fetch, driver), seconds, split)
         pipe = queuepipe.from_hdf5(path, ["X", "y"], batch_size=B, num_epochs=None)
         x, y = pipe.batch
         with tf1.Session() as sess, queuepipe.running(sess):
@@ -166,12 +157,7 @@ def _measure(step: Callable[[], object], seconds: float, split) -> dict:
 
 
 def measure(way: str, driver: str, seconds: float) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run([sys.executable, "-m", "benchmarks.probes.w1_cpu", "--child", way, driver, str(seconds)],
-                         capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
-    if out.returncode != 0:
-        raise RuntimeError(f"{way}: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child("benchmarks.probes.w1_cpu", way, driver, str(seconds))
 
 
 def main() -> None:

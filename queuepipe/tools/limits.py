@@ -329,12 +329,22 @@ def limit_consumer(batch: Sequence[np.ndarray], *, seconds: float = 1.0, warmup:
 def limit_queue(batches: Sequence[Sequence[np.ndarray]], *, seconds: float = 1.0, warmup: int = 20,
                 make_consumer: Callable = consumer_op, also_fetch: Sequence[int] = (),
                 driver: str = "sess.run") -> Tuple[int, float]:
-    """(rows, seconds): the consumer fed by a circulating TF1 ``FIFOQueue``, run by ``driver``.
+    """(rows, seconds): the consumer fed by a circulating TF1 ``FIFOQueue``
+    (:func:`circulating_queue`), run by ``driver``: what the queue hand-over itself costs the
+    step, with no producer and no Python besides the loop."""
+    with circulating_queue(batches, make_consumer=make_consumer, also_fetch=also_fetch) as (sess, fetch):
+        steps, elapsed = timed_steps(session_step(sess, fetch, driver), seconds=seconds, warmup=warmup)
+    return steps * len(batches[0][0]), elapsed
 
-    The queue is filled once with ``batches`` (distinct ones, so a step reads memory another
-    step wrote, not one cache-hot buffer); each step dequeues a batch, and puts it back before
-    the consumer runs.  No producer and no Python besides the loop: what the queue hand-over
-    itself costs the step."""
+
+@contextlib.contextmanager
+def circulating_queue(batches: Sequence[Sequence[np.ndarray]], *, make_consumer: Callable = consumer_op,
+                      also_fetch: Sequence[int] = (), config: Any = None) -> Iterator[Tuple[Any, Any]]:
+    """``(session, fetch)`` for the consumer fed by a TF1 ``FIFOQueue`` filled once with
+    ``batches``, in a graph of its own; each step dequeues a batch and puts it back before the
+    consumer runs.  ``batches`` are distinct, so a step reads memory another step wrote, not one
+    cache-hot buffer.  ``also_fetch`` as in :func:`resident_batch`; ``config``: the session's
+    ``ConfigProto``.  The session closes on exit."""
     import tensorflow as tf
     tf1 = tf.compat.v1
     first = batches[0]
@@ -350,11 +360,10 @@ def limit_queue(batches: Sequence[Sequence[np.ndarray]], *, seconds: float = 1.0
             fetch = make_consumer(values)
         if also_fetch:
             fetch = [fetch] + [values[i] for i in also_fetch]
-        with tf1.Session(graph=graph) as sess:
+        with tf1.Session(graph=graph, config=config) as sess:
             for b in batches:
                 sess.run(fill, dict(zip(slots, b)))
-            steps, elapsed = timed_steps(session_step(sess, fetch, driver), seconds=seconds, warmup=warmup)
-    return steps * len(first[0]), elapsed
+            yield sess, fetch
 
 
 # --------------------------------------------------------------------------------------
