@@ -274,7 +274,7 @@ def _enqueue_block(queue, columns, errors, batch_size: int, batches_per_block: i
         # Every slice is made before the first enqueue, outside the chain: while the queue is
         # full, each enqueue of the chain is completed by a consumer's dequeue, in the
         # consumer's thread, and TF runs there what the chain does next -- so only the next
-        # enqueue, not its slices too (BENCHMARKS.md, "W1 against limit-queue").
+        # enqueue, not its slices too (BENCHMARKS.md, "W1: the ceiling of a Python-fed hand-over").
         elements = [[t[j * batch_size:(j + 1) * batch_size] for t in columns] + [errors[j]]
                     for j in range(batches_per_block)]
         previous = None
