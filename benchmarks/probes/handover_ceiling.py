@@ -41,7 +41,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .fresh import run_child
+from .fresh import interleaved_rounds, run_child
 
 B, PER_BLOCK, WIDTH = 128, 16, 1024
 BLOCK_ROWS = B * PER_BLOCK
@@ -196,10 +196,7 @@ def main() -> None:
     args = parser.parse_args()
     from benchmarks.data import SIZES, ensure_file, warm_page_cache
     warm_page_cache(ensure_file("F1", SIZES["full"]["F1"]))
-    results: Dict[str, List[dict]] = {w: [] for w in WAYS}
-    for r in range(args.rounds):
-        for way in (WAYS if r % 2 == 0 else WAYS[::-1]):
-            results[way].append(measure(way, args.driver, args.seconds))
+    results = interleaved_rounds(WAYS, args.rounds, lambda way: measure(way, args.driver, args.seconds))
     print(f"driver {args.driver}, {args.rounds} interleaved rounds, {os.cpu_count()} cores; "
           f"ratio = rows/s / limit-queue's in the same round: median [quartiles]")
     base = [r["rows_s"] for r in results["limit-queue"]]

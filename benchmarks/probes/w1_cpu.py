@@ -36,7 +36,7 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
-from .fresh import run_child
+from .fresh import interleaved_rounds, run_child
 
 B = 128
 PER_BLOCK = 16
@@ -171,10 +171,7 @@ def main() -> None:
     args = parser.parse_args()
     from benchmarks.data import SIZES, ensure_file, warm_page_cache
     warm_page_cache(ensure_file("F1", SIZES["full"]["F1"]))
-    results: Dict[str, List[dict]] = {w: [] for w in WAYS}
-    for r in range(args.rounds):
-        for way in (WAYS if r % 2 == 0 else WAYS[::-1]):
-            results[way].append(measure(way, args.driver, args.seconds))
+    results = interleaved_rounds(WAYS, args.rounds, lambda way: measure(way, args.driver, args.seconds))
     print(f"driver {args.driver}, {args.rounds} interleaved rounds of {args.seconds:g} s, medians; "
           f"{os.cpu_count()} cores")
     ratios = [q["rows_s"] / lq["rows_s"] for q, lq in zip(results[WAYS[1]], results[WAYS[0]])]

@@ -5,6 +5,9 @@
 * **limit-consumer** (:func:`limit_consumer`) -- a ``tf.compat.v1`` session running a consumer
   op on one batch already resident in ``tf.Variable`` s: the most any input pipeline can
   deliver to it;
+* **limit-queue** (:func:`limit_queue`, :func:`circulating_queue`) -- the same consumer fed by
+  a TF1 queue of batches that circulate (each step dequeues one and enqueues it back): what a
+  queue-fed pipeline can reach, with no producer;
 
 and what their users share with them: the covering slab plan, the consumer op, and a
 ``from_hdf5`` pipeline with its tensors in dataset order.
